@@ -1,0 +1,3 @@
+from etrmflow.cli import main
+
+main()

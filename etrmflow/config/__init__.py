@@ -1,0 +1,1 @@
+"""Reading project files: YAML with locations, Jinja rendering, schema checks."""

@@ -1,0 +1,154 @@
+"""The exception tree and the exit codes: the one place that decides policy.
+
+The class of an exception decides what the engine does with it::
+
+    EtrmflowError
+    ├── ConfigError            bad project files; nothing is fetched          -> exit 2
+    │     (carries every ConfigIssue found, each with file:line:col)
+    ├── SecretMissing          a secret() the run needs is not set            -> exit 2
+    ├── FetchError             a request failed for good                      -> exit 1
+    │   ├── RetriableFetchError    429/5xx/timeouts/dropped connections: tenacity retries it
+    │   ├── FatalFetchError        4xx, malformed body, token refused: not retried
+    │   │   └── AuthError          the vendor refused our credentials
+    │   └── PaginationError        a walk that loops, never stops or ends short
+    ├── SinkError              a write failed; the batch was rolled back      -> exit 1
+    └── RunFailed              the run finished but breached a policy          -> exit 1
+
+A malformed record is not an exception: it becomes a violation row for the dead-letter sink.
+Anything else escaping the engine is a bug -> exit 3 with a crash log.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class ExitCode(enum.IntEnum):
+    """Process exit codes of the ``etrmflow`` command (documented in ``--help`` and docs/cli.md)."""
+
+    OK = 0
+    """Everything ran; invalid records (if any) were quarantined within policy."""
+    RUN_FAILED = 1
+    """A fetch or write failed for good, or a quarantine threshold was breached."""
+    CONFIG_ERROR = 2
+    """The project files are invalid or a secret is missing; nothing was fetched."""
+    INTERNAL_ERROR = 3
+    """A bug in etrmflow or a plugin; a crash log was written."""
+    INTERRUPTED = 130
+    """Stopped by Ctrl-C / SIGINT."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Location:
+    """Where in the project a value came from (1-based line and column)."""
+
+    file: str
+    line: int = 0
+    column: int = 0
+
+    def __str__(self) -> str:
+        if not self.line:
+            return self.file
+        return f"{self.file}:{self.line}:{self.column}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConfigIssue:
+    """One problem in the project files, reported compiler style."""
+
+    location: Location
+    key_path: str
+    message: str
+    hint: str = ""
+    excerpt: str = ""
+
+    def __str__(self) -> str:
+        where = f"{self.location}: {self.key_path}: " if self.key_path else f"{self.location}: "
+        text = where + self.message
+        if self.hint:
+            text += f" ({self.hint})"
+        if self.excerpt:
+            text += "\n" + self.excerpt
+        return text
+
+    def sort_key(self) -> tuple[str, int, int, str]:
+        loc = self.location
+        return (loc.file, loc.line, loc.column, self.key_path)
+
+
+class EtrmflowError(Exception):
+    """Base of every error etrmflow raises on purpose."""
+
+    exit_code: ExitCode = ExitCode.RUN_FAILED
+
+
+class ConfigError(EtrmflowError):
+    """The project files are invalid. Holds every issue found, not only the first."""
+
+    exit_code = ExitCode.CONFIG_ERROR
+
+    def __init__(self, issues: list[ConfigIssue] | ConfigIssue) -> None:
+        self.issues: list[ConfigIssue] = sorted(
+            issues if isinstance(issues, list) else [issues], key=ConfigIssue.sort_key
+        )
+        super().__init__("\n".join(str(issue) for issue in self.issues))
+
+
+class SecretMissing(ConfigError):
+    """A ``secret(NAME)`` that a request needs is not set in the environment."""
+
+
+class FetchError(EtrmflowError):
+    """A request to a vendor failed. ``url`` never holds a secret (it is redacted)."""
+
+    def __init__(self, message: str, *, url: str = "", status: int | None = None) -> None:
+        super().__init__(message)
+        self.url = url
+        self.status = status
+
+
+class RetriableFetchError(FetchError):
+    """A failure worth another attempt: throttling, 5xx, timeouts, dropped connections."""
+
+    def __init__(self, message: str, *, url: str = "", status: int | None = None,
+                 retry_after: float | None = None) -> None:
+        super().__init__(message, url=url, status=status)
+        self.retry_after = retry_after
+
+
+class FatalFetchError(FetchError):
+    """A failure that another attempt will not fix (4xx, malformed body)."""
+
+
+class AuthError(FatalFetchError):
+    """The vendor refused our credentials, or the token endpoint said no."""
+
+
+class PaginationError(FatalFetchError):
+    """A page walk that would silently lose or repeat data: a loop, no end, a short page."""
+
+
+class SinkError(EtrmflowError):
+    """A sink could not write a batch; the batch was rolled back."""
+
+
+class RunFailed(EtrmflowError):
+    """The run completed but a policy (e.g. a quarantine threshold) says it failed."""
+
+
+@dataclass(slots=True)
+class IssueCollector:
+    """Collects config issues so that every problem is reported at once."""
+
+    issues: list[ConfigIssue] = field(default_factory=list)
+
+    def add(self, location: Location, key_path: str, message: str, hint: str = "") -> None:
+        self.issues.append(ConfigIssue(location=location, key_path=key_path, message=message, hint=hint))
+
+    def extend(self, issues: list[ConfigIssue]) -> None:
+        self.issues.extend(issues)
+
+    def raise_if_any(self) -> None:
+        if self.issues:
+            raise ConfigError(self.issues)
