@@ -18,6 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from etrmflow.clock import Clock
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -253,10 +255,16 @@ class Request:
     params: dict[str, Any] = field(default_factory=dict)
     headers: dict[str, str] = field(default_factory=dict)
     json: Any = None
+    data: dict[str, Any] | None = None
+    """Form fields (``application/x-www-form-urlencoded``), e.g. for token endpoints."""
+    basic_auth: tuple[str, str] | None = None
+    """HTTP Basic user and password (markers allowed); the client encodes them after resolving."""
 
     def copy(self) -> Request:
         return Request(method=self.method, url=self.url, params=dict(self.params),
-                       headers=dict(self.headers), json=self.json)
+                       headers=dict(self.headers), json=self.json,
+                       data=dict(self.data) if self.data is not None else None,
+                       basic_auth=self.basic_auth)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -298,6 +306,10 @@ class Auth(Component):
     the client it is given; must never put a secret anywhere but the outgoing request."""
 
     kind = Kind.AUTH
+
+    def __init__(self, options: Mapping[str, Any], *, clock: Clock | None = None) -> None:
+        super().__init__(options)
+        self.clock = clock or Clock()
 
     async def apply(self, request: Request, client: HttpClient) -> Request:
         return request

@@ -11,6 +11,7 @@ The class of an exception decides what the engine does with it::
     │   ├── FatalFetchError        4xx, malformed body, token refused: not retried
     │   │   └── AuthError          the vendor refused our credentials
     │   └── PaginationError        a walk that loops, never stops or ends short
+    ├── TransformError         a transform step failed on the data            -> exit 1
     ├── SinkError              a write failed; the batch was rolled back      -> exit 1
     └── RunFailed              the run finished but breached a policy          -> exit 1
 
@@ -127,6 +128,10 @@ class AuthError(FatalFetchError):
 
 class PaginationError(FatalFetchError):
     """A page walk that would silently lose or repeat data: a loop, no end, a short page."""
+
+
+class TransformError(EtrmflowError):
+    """A transform step raised on a batch (e.g. a column it needs is missing)."""
 
 
 class SinkError(EtrmflowError):

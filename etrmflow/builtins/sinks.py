@@ -1,0 +1,11 @@
+"""Built-in plugin: the SQLite, Parquet and CSV sinks."""
+
+from __future__ import annotations
+
+from etrmflow import hookimpl
+from etrmflow.sinks import CsvSink, ParquetSink, SqliteSink
+
+
+@hookimpl
+def etrmflow_sink_types() -> list[type]:
+    return [SqliteSink, ParquetSink, CsvSink]

@@ -1,0 +1,222 @@
+"""Built-in transform steps: pandas, batch by batch, declared in YAML.
+
+Each step is a class with its YAML ``type``, an options schema and an example. Expressions
+(``derive``, ``filter``) use etrmflow's safe expression language, never Python ``eval``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import pandas as pd
+
+from etrmflow import hookimpl
+from etrmflow.components import Transform
+
+_COLUMNS = {"type": "array", "items": {"type": "string"}, "minItems": 1}
+
+
+def _object(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
+    return {"type": "object", "additionalProperties": False, "required": required, "properties": properties}
+
+
+class StepError(ValueError):
+    """A step cannot apply to the data it was given (e.g. a column is missing)."""
+
+
+def _require(frame: pd.DataFrame, columns: list[str], step: str) -> None:
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise StepError(f"{step}: no column {', '.join(missing)} (columns: {', '.join(map(str, frame.columns))})")
+
+
+class Rename(Transform):
+    """Rename columns.
+
+    Example::
+
+        - {type: rename, columns: {counterparty_lei: cpty_lei}}
+    """
+
+    type_name: ClassVar[str] = "rename"
+    options_schema: ClassVar[dict[str, Any]] = _object(
+        {"columns": {"type": "object", "additionalProperties": {"type": "string"}, "minProperties": 1}}, ["columns"])
+
+    def apply(self, frame: pd.DataFrame) -> pd.DataFrame:
+        return frame.rename(columns=dict(self.options["columns"]))
+
+
+class Select(Transform):
+    """Keep only these columns, in this order.
+
+    Example::
+
+        - {type: select, columns: [trade_id, version, price]}
+    """
+
+    type_name: ClassVar[str] = "select"
+    options_schema: ClassVar[dict[str, Any]] = _object({"columns": _COLUMNS}, ["columns"])
+
+    def apply(self, frame: pd.DataFrame) -> pd.DataFrame:
+        columns = list(self.options["columns"])
+        _require(frame, columns, "select")
+        return frame[columns]
+
+
+class Drop(Transform):
+    """Drop columns (a column that is absent is ignored).
+
+    Example::
+
+        - {type: drop, columns: [legs]}
+    """
+
+    type_name: ClassVar[str] = "drop"
+    options_schema: ClassVar[dict[str, Any]] = _object({"columns": _COLUMNS}, ["columns"])
+
+    def apply(self, frame: pd.DataFrame) -> pd.DataFrame:
+        return frame.drop(columns=[c for c in self.options["columns"] if c in frame.columns])
+
+
+_CASTS = {"string": "string", "integer": "Int64", "float": "float64", "boolean": "boolean",
+          "category": "category", "float32": "float32"}
+
+
+class Cast(Transform):
+    """Cast columns to explicit types: string, integer, float, boolean, category, float32.
+
+    ``float32`` is for volumes and analytics copies only, never for money.
+
+    Example::
+
+        - {type: cast, columns: {product_code: category, version: integer}}
+    """
+
+    type_name: ClassVar[str] = "cast"
+    options_schema: ClassVar[dict[str, Any]] = _object(
+        {"columns": {"type": "object", "minProperties": 1, "additionalProperties": {"enum": sorted(_CASTS)}}},
+        ["columns"])
+
+    def apply(self, frame: pd.DataFrame) -> pd.DataFrame:
+        columns = dict(self.options["columns"])
+        _require(frame, list(columns), "cast")
+        return frame.astype({column: _CASTS[kind] for column, kind in columns.items()})
+
+
+class ParseTimestamps(Transform):
+    """Parse ISO 8601 strings into timezone-aware timestamps (UTC instants).
+
+    Values must carry an offset (or Z) unless ``assume_tz`` names the zone of naive local
+    times; then the repeated autumn hour is ambiguous and fails unless ``ambiguous`` says how.
+
+    Example::
+
+        - {type: parse_timestamps, columns: [delivery_start, delivery_end]}
+    """
+
+    type_name: ClassVar[str] = "parse_timestamps"
+    options_schema: ClassVar[dict[str, Any]] = _object({
+        "columns": _COLUMNS,
+        "assume_tz": {"type": "string", "description": "IANA zone of values without an offset."},
+        "ambiguous": {"enum": ["raise", "earliest", "latest"],
+                      "description": "The repeated hour at the autumn change, for naive values (default raise)."},
+    }, ["columns"])
+
+    def apply(self, frame: pd.DataFrame) -> pd.DataFrame:
+        columns = list(self.options["columns"])
+        _require(frame, columns, "parse_timestamps")
+        frame = frame.copy()
+        for column in columns:
+            frame[column] = self._parse(frame[column])
+        return frame
+
+    def _parse(self, values: pd.Series) -> pd.Series:
+        zone = self.options.get("assume_tz")
+        if zone is None:
+            return pd.to_datetime(values, utc=True, format="ISO8601")
+        naive = pd.to_datetime(values, format="ISO8601")
+        ambiguous = {"raise": "raise", "earliest": True, "latest": False}[self.options.get("ambiguous", "raise")]
+        return naive.dt.tz_localize(zone, ambiguous=ambiguous, nonexistent="raise").dt.tz_convert("UTC")
+
+
+class ToLocalTime(Transform):
+    """Convert timezone-aware timestamps to a market's local time.
+
+    Example::
+
+        - {type: to_local_time, columns: [delivery_start], tz: Europe/Berlin}
+    """
+
+    type_name: ClassVar[str] = "to_local_time"
+    options_schema: ClassVar[dict[str, Any]] = _object({"columns": _COLUMNS, "tz": {"type": "string"}},
+                                                       ["columns", "tz"])
+
+    def apply(self, frame: pd.DataFrame) -> pd.DataFrame:
+        columns = list(self.options["columns"])
+        _require(frame, columns, "to_local_time")
+        frame = frame.copy()
+        for column in columns:
+            values = frame[column]
+            if not isinstance(values.dtype, pd.DatetimeTZDtype):
+                values = pd.to_datetime(values, utc=True, format="ISO8601")
+            frame[column] = values.dt.tz_convert(self.options["tz"])
+        return frame
+
+
+class Derive(Transform):
+    """Add or replace columns computed from safe expressions over the row.
+
+    Example::
+
+        - type: derive
+          columns:
+            notional_check: price * volume_mwh
+            is_buy: buy_sell == 'B'
+    """
+
+    type_name: ClassVar[str] = "derive"
+    options_schema: ClassVar[dict[str, Any]] = _object(
+        {"columns": {"type": "object", "minProperties": 1, "additionalProperties": {"type": "string"}}}, ["columns"])
+
+    def __init__(self, options: Any, *, project_dir: str = ".") -> None:
+        super().__init__(options, project_dir=project_dir)
+        from etrmflow.expr import compile_expression
+
+        self.expressions = {name: compile_expression(text) for name, text in options["columns"].items()}
+
+    def apply(self, frame: pd.DataFrame) -> pd.DataFrame:
+        frame = frame.copy()
+        for name, expression in self.expressions.items():
+            frame[name] = expression.evaluate_frame(frame)
+        return frame
+
+
+class Filter(Transform):
+    """Keep the rows where a safe expression is true.
+
+    Filtered rows are valid records the pipeline chose not to load; they are counted, not lost.
+
+    Example::
+
+        - {type: filter, where: "commodity == 'EL' and volume_mwh > 0"}
+    """
+
+    type_name: ClassVar[str] = "filter"
+    options_schema: ClassVar[dict[str, Any]] = _object({"where": {"type": "string"}}, ["where"])
+
+    def __init__(self, options: Any, *, project_dir: str = ".") -> None:
+        super().__init__(options, project_dir=project_dir)
+        from etrmflow.expr import compile_expression
+
+        self.expression = compile_expression(options["where"])
+
+    def apply(self, frame: pd.DataFrame) -> pd.DataFrame:
+        mask = self.expression.evaluate_frame(frame)
+        if not isinstance(mask, pd.Series):
+            return frame if mask else frame.iloc[0:0]
+        return frame[mask.fillna(False).astype(bool)]
+
+
+@hookimpl
+def etrmflow_transform_types() -> list[type[Transform]]:
+    return [Rename, Select, Drop, Cast, ParseTimestamps, ToLocalTime, Derive, Filter]

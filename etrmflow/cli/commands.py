@@ -1,0 +1,138 @@
+"""The subcommands: validate, compile, run, plugins, sandbox."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import click
+
+from etrmflow.cli.main import State, cli, parse_vars, registry, write_json
+from etrmflow.cli.summary import describe_plan, describe_results, plugin_rows
+from etrmflow.compile import compile_plan
+from etrmflow.config.preflight import check_secrets
+from etrmflow.config.project import Project, ResolvedPipeline, open_project
+from etrmflow.errors import ConfigError, ExitCode, IssueCollector
+from etrmflow.plan import Plan
+from etrmflow.results import Status
+
+_pipelines = click.argument("pipelines", nargs=-1, required=True,
+                            type=click.Path(exists=False, path_type=Path))
+_vars = click.option("--vars", "vars_text", metavar="YAML", help="Variables for var(), as YAML or JSON: '{since: 2025-01-01}'.")
+_target = click.option("--target-dir", type=click.Path(path_type=Path),
+                       help="Where artifacts and default outputs go (default: <project>/target).")
+
+
+def _expand(paths: tuple[Path, ...]) -> list[Path]:
+    """Pipeline files; a folder stands for every pipeline file in it."""
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            files.extend(sorted(p for p in path.iterdir() if p.suffix in (".yml", ".yaml")))
+        else:
+            files.append(path)
+    return files
+
+
+def load(state: State, paths: tuple[Path, ...], vars_text: str | None,
+         target_dir: Path | None) -> tuple[Project, list[ResolvedPipeline]]:
+    """Open the project and load every pipeline, collecting every config issue of every file."""
+    files = _expand(paths)
+    project = open_project(files[0], registry=registry(), cli_vars=parse_vars(vars_text), target_dir=target_dir)
+    state.target_dir = project.target_dir
+    issues = IssueCollector()
+    resolved = []
+    for path in files:
+        try:
+            resolved.append(project.resolve(path))
+        except ConfigError as exc:
+            issues.extend(exc.issues)
+    issues.raise_if_any()
+    return project, resolved
+
+
+@cli.command()
+@_pipelines
+@_vars
+@_target
+@click.pass_obj
+def validate(state: State, pipelines: tuple[Path, ...], vars_text: str | None, target_dir: Path | None) -> int:
+    """Check pipelines and everything they reference; fetch nothing."""
+    _, resolved = load(state, pipelines, vars_text, target_dir)
+    click.echo(f"{len(resolved)} pipeline(s) valid: " + ", ".join(r.pipeline.data["name"] for r in resolved))
+    return ExitCode.OK
+
+
+def _compile(state: State, pipelines: tuple[Path, ...], vars_text: str | None,
+             target_dir: Path | None) -> tuple[Project, list[ResolvedPipeline], Plan]:
+    project, resolved = load(state, pipelines, vars_text, target_dir)
+    plan = compile_plan(project, resolved)
+    write_json(project.target_dir / "plan.json", plan.as_dict())
+    return project, resolved, plan
+
+
+@cli.command(name="compile")
+@_pipelines
+@_vars
+@_target
+@click.pass_obj
+def compile_command(state: State, pipelines: tuple[Path, ...], vars_text: str | None, target_dir: Path | None) -> int:
+    """Compile pipelines into target/plan.json and show the fetch plan."""
+    project, _, plan = _compile(state, pipelines, vars_text, target_dir)
+    click.echo(describe_plan(plan))
+    click.echo(f"Wrote {project.display(project.target_dir / 'plan.json')}")
+    return ExitCode.OK
+
+
+@cli.command()
+@_pipelines
+@_vars
+@_target
+@click.pass_obj
+def run(state: State, pipelines: tuple[Path, ...], vars_text: str | None, target_dir: Path | None) -> int:
+    """Fetch, validate, transform and load. Writes target/plan.json and target/run_results.json."""
+    from etrmflow.engine.runner import RunOptions, run_plan
+    from etrmflow.secrets import SecretStore
+
+    project, resolved, plan = _compile(state, pipelines, vars_text, target_dir)
+    secrets = SecretStore(environ=os.environ, defaults=project.secret_defaults)
+    check_secrets(resolved, secrets)
+    results = asyncio.run(run_plan(plan, project.registry, RunOptions(secrets=secrets, run_id=state.run_id)))
+    failed = any(result.status is Status.FAILED for result in results.pipelines)
+    results.exit_code = int(ExitCode.RUN_FAILED if failed else ExitCode.OK)
+    write_json(project.target_dir / "run_results.json", results.as_dict())
+    click.echo(describe_results(results))
+    click.echo(f"Wrote {project.display(project.target_dir / 'run_results.json')}")
+    return results.exit_code
+
+
+@cli.command()
+def plugins() -> int:
+    """List every component type and the plugin it comes from."""
+    click.echo(plugin_rows(registry().entries()))
+    return ExitCode.OK
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8765, show_default=True, type=int)
+@click.option("--seed", default=None, type=int, help="Data seed (default 7).")
+@click.option("--trades", default=None, type=int, help="Number of trades (default 250).")
+@click.option("--fault", "faults", multiple=True, metavar="SPEC",
+              help="Inject faults, e.g. 503:every=5,burst=2 or 429:at=3,retry_after=1 (repeatable).")
+def sandbox(host: str, port: int, seed: int | None, trades: int | None, faults: tuple[str, ...]) -> int:
+    """Serve the built-in sandbox vendor API (for trying connectors; Ctrl-C stops it)."""
+    from etrmflow.sandbox import SandboxConfig, serve
+
+    query = [f"fault={spec}" for spec in faults]
+    if seed is not None:
+        query.append(f"seed={seed}")
+    if trades is not None:
+        query.append(f"trades={trades}")
+    try:
+        config = SandboxConfig.from_url("sandbox://cli?" + "&".join(query))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    serve(config, host, port)
+    return ExitCode.OK

@@ -1,0 +1,144 @@
+"""Command-line entry point. The one place where errors become exit codes.
+
+Exit codes:
+  0    success (invalid records, if any, were quarantined within policy)
+  1    run failed: a fetch or write failed for good, or a quarantine threshold was breached
+  2    configuration error or missing secret: nothing was fetched
+  3    internal error: a bug; a crash log was written to the target folder
+  130  interrupted (Ctrl-C)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import traceback
+import uuid
+from pathlib import Path
+from typing import Any
+
+import click
+import yaml
+
+from etrmflow import __version__
+from etrmflow.errors import ConfigError, EtrmflowError, ExitCode
+from etrmflow.plugins import PluginError, Registry
+from etrmflow.secrets import redact
+
+EXIT_CODES_HELP = """\b
+Exit codes:
+  0    success (invalid records quarantined within policy)
+  1    run failed (fetch or write failed, or a quarantine threshold breached)
+  2    configuration error or missing secret; nothing was fetched
+  3    internal error (crash log in the target folder)
+  130  interrupted
+"""
+
+log = logging.getLogger("etrmflow")
+
+
+class State:
+    """Options shared by every command."""
+
+    def __init__(self) -> None:
+        self.run_id = uuid.uuid4().hex[:16]
+        self.target_dir: Path | None = None
+        self.crash_dir = Path("target")
+
+
+def parse_vars(text: str | None) -> dict[str, Any]:
+    if not text:
+        return {}
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise click.BadParameter(f"not YAML or JSON: {exc}", param_hint="--vars") from None
+    if not isinstance(value, dict):
+        raise click.BadParameter("must be a mapping, e.g. '{since: 2025-01-01}'", param_hint="--vars")
+    return value
+
+
+@click.group(epilog=EXIT_CODES_HELP, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="etrmflow")
+@click.option("--log-level", default="info", show_default=True,
+              type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False))
+@click.option("--log-format", default="text", show_default=True, type=click.Choice(["text", "json"]),
+              help="json: one JSON object per log line, for machines.")
+@click.pass_context
+def cli(ctx: click.Context, log_level: str, log_format: str) -> None:
+    """etrmflow: vendor and market API ingestion for energy trading, declared in YAML."""
+    from etrmflow.cli.logs import configure_logging
+
+    state = ctx.ensure_object(State)
+    configure_logging(level=log_level, fmt=log_format, run_id=state.run_id)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI and exit with a documented code."""
+    sys.exit(run_cli(argv))
+
+
+def run_cli(argv: list[str] | None = None) -> int:
+    state = State()
+    try:
+        code = cli.main(args=argv, prog_name="etrmflow", standalone_mode=False, obj=state)
+        return int(code or 0)
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return ExitCode.CONFIG_ERROR
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        click.echo("Interrupted.", err=True)
+        return ExitCode.INTERRUPTED
+    except ConfigError as exc:
+        _report_config_error(exc)
+        return ExitCode.CONFIG_ERROR
+    except PluginError as exc:
+        click.echo(f"Plugin error: {redact(str(exc))}", err=True)
+        return ExitCode.CONFIG_ERROR
+    except EtrmflowError as exc:
+        click.echo(f"Error: {redact(str(exc))}", err=True)
+        return exc.exit_code
+    except Exception:  # a bug: say so, keep the evidence, never show a secret
+        return _crash(state)
+
+
+def _report_config_error(exc: ConfigError) -> None:
+    for issue in exc.issues:
+        click.echo(redact(str(issue)), err=True)
+    count = len(exc.issues)
+    click.echo(f"{count} problem{'s' if count != 1 else ''} found; nothing was fetched.", err=True)
+
+
+def _crash(state: State) -> int:
+    text = redact(traceback.format_exc())
+    folder = state.target_dir or state.crash_dir
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / "crash.log"
+        path.write_text(text, encoding="utf-8")
+        where = f"; details in {path}"
+    except OSError:
+        where = ""
+    last = text.strip().splitlines()[-1] if text.strip() else "unknown error"
+    click.echo(f"Internal error: {last}{where}. This is a bug in etrmflow or a plugin; please report it "
+               f"with the crash log.", err=True)
+    return ExitCode.INTERNAL_ERROR
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write an artifact atomically, with any secret masked."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(path.suffix + ".tmp")
+    temporary.write_text(redact(json.dumps(data, indent=2, default=str)) + "\n", encoding="utf-8")
+    os.replace(temporary, path)
+
+
+def registry() -> Registry:
+    return Registry.default()
+
+
+from etrmflow.cli import commands  # noqa: E402,F401  (registers the subcommands)

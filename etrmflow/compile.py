@@ -1,0 +1,164 @@
+"""From checked, rendered documents to a Plan: bind defaults, resolve references. Pure."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from etrmflow import __version__
+from etrmflow.config.project import Loaded, Project, ResolvedPipeline
+from etrmflow.durations import parse_duration
+from etrmflow.plan import (
+    ComponentPlan, ConnectorPlan, ContractPlan, InvalidPolicy, PipelinePlan, Plan, RetryPolicy,
+    StreamPlan, TimeoutPolicy,
+)
+
+DEFAULT_CONCURRENCY = 4
+
+
+def compile_plan(project: Project, pipelines: list[ResolvedPipeline]) -> Plan:
+    return Plan(
+        etrmflow_version=__version__,
+        generated_at=datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        project_name=project.name,
+        project_root=str(project.root),
+        target_dir=str(project.target_dir),
+        vars=dict(project.vars),
+        pipelines=tuple(compile_pipeline(project, resolved) for resolved in pipelines),
+    )
+
+
+def compile_pipeline(project: Project, resolved: ResolvedPipeline) -> PipelinePlan:
+    data = resolved.pipeline.data
+    connector = _connector(resolved.connector)
+    stream = _stream(resolved.connector.data, data["source"], connector)
+    return PipelinePlan(
+        name=data["name"],
+        file=resolved.pipeline.document.display,
+        description=data.get("description", ""),
+        tags=tuple(data.get("tags") or ()),
+        connector=connector,
+        stream=stream,
+        contract=_contract(resolved.contract),
+        on_invalid=InvalidPolicy(**(data.get("on_invalid") or {})),
+        transforms=tuple(_component(step) for step in data.get("transforms") or ()),
+        sinks=tuple(_component(sink) for sink in data.get("sinks") or _default_sinks(project, data["name"])),
+        dead_letter=_component(data.get("dead_letter") or _default_dead_letter(project, data["name"])),
+    )
+
+
+def _component(block: Mapping[str, Any]) -> ComponentPlan:
+    return ComponentPlan(type=block["type"], options={k: v for k, v in block.items() if k != "type"})
+
+
+def _relative_to_root(project: Project, path: Path) -> str:
+    try:
+        return os.path.relpath(path, project.root)
+    except ValueError:
+        return str(path)
+
+
+def _default_sinks(project: Project, pipeline: str) -> list[dict[str, Any]]:
+    database = _relative_to_root(project, project.target_dir / "etrmflow.db")
+    return [{"type": "sqlite", "path": database, "table": pipeline, "mode": "upsert"}]
+
+
+def _default_dead_letter(project: Project, pipeline: str) -> dict[str, Any]:
+    path = _relative_to_root(project, project.target_dir / "dead_letter" / f"{pipeline}.jsonl")
+    return {"type": "jsonl", "path": path}
+
+
+def _connector(loaded: Loaded) -> ConnectorPlan:
+    data = loaded.data
+    defaults = data.get("defaults") or {}
+    tls = data.get("tls") or {}
+    return ConnectorPlan(
+        name=data["name"], type=data.get("type", "http"), file=loaded.document.display,
+        base_url=data["base_url"],
+        auth=_component(data.get("auth") or {"type": "none"}),
+        headers=dict(data.get("headers") or {}), params=dict(data.get("params") or {}),
+        tls_verify=tls.get("verify", True), ca_bundle=tls.get("ca_bundle"),
+        concurrency=defaults.get("concurrency", DEFAULT_CONCURRENCY),
+    )
+
+
+def _stream(connector_data: Mapping[str, Any], source: Mapping[str, Any], connector: ConnectorPlan) -> StreamPlan:
+    stream = connector_data["streams"][source["stream"]]
+    defaults = connector_data.get("defaults") or {}
+    policy = _merge(defaults, {k: v for k, v in stream.items() if k in ("concurrency", "timeout", "retry")})
+    return StreamPlan(
+        name=source["stream"], method=stream.get("method", "GET"), path=stream["path"],
+        params={**connector.params, **(stream.get("params") or {}), **(source.get("params") or {})},
+        headers={**connector.headers, **(stream.get("headers") or {})},
+        body=stream.get("body"), records=stream.get("records", "$"),
+        paginator=_component(stream.get("paginator") or {"type": "single"}),
+        concurrency=min(policy.get("concurrency", connector.concurrency), connector.concurrency),
+        timeout=_timeout(policy.get("timeout") or {}),
+        retry=_retry(policy.get("retry") or {}),
+    )
+
+
+def _merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """Stream policies override connector defaults key by key, nested blocks included."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _timeout(block: Mapping[str, Any]) -> TimeoutPolicy:
+    return TimeoutPolicy(**{key: parse_duration(value) for key, value in block.items()})
+
+
+def _retry(block: Mapping[str, Any]) -> RetryPolicy:
+    fields: dict[str, Any] = {}
+    if "max_attempts" in block:
+        fields["max_attempts"] = block["max_attempts"]
+    backoff = block.get("backoff") or {}
+    for key in ("initial", "max"):
+        if key in backoff:
+            fields[key] = parse_duration(backoff[key])
+    for key in ("multiplier", "jitter"):
+        if key in backoff:
+            fields[key] = backoff[key]
+    if "on_status" in block:
+        fields["on_status"] = tuple(sorted(set(_expand_statuses(block["on_status"]))))
+    for key in ("on_connection_error", "on_timeout"):
+        if key in block:
+            fields[key] = block[key]
+    retry_after = block.get("retry_after") or {}
+    if "honour" in retry_after:
+        fields["retry_after_honour"] = retry_after["honour"]
+    if "max" in retry_after:
+        fields["retry_after_max"] = parse_duration(retry_after["max"])
+    return RetryPolicy(**fields)
+
+
+def _expand_statuses(values: list[int | str]) -> list[int]:
+    statuses: list[int] = []
+    for value in values:
+        if isinstance(value, int):
+            statuses.append(value)
+        elif "-" in value:
+            low, high = (int(part) for part in value.split("-"))
+            statuses.extend(range(low, high + 1))
+        else:
+            statuses.append(int(value))
+    return statuses
+
+
+def _contract(loaded: Loaded) -> ContractPlan:
+    data = loaded.data
+    keys = data.get("primary_key") or ()
+    return ContractPlan(
+        name=data["name"], version=str(data["version"]), file=loaded.document.display,
+        primary_key=(keys,) if isinstance(keys, str) else tuple(keys),
+        schema=data["schema"], rules=tuple(data.get("rules") or ()),
+        validators=tuple(_component(block) for block in data.get("validators") or ()),
+    )

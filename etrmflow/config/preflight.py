@@ -1,0 +1,45 @@
+"""Before anything is fetched: every secret a pipeline needs must be resolvable."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from etrmflow.config.project import Loaded, ResolvedPipeline
+from etrmflow.config.yamlfile import KeyPath, format_key_path
+from etrmflow.errors import ConfigIssue, SecretMissing
+from etrmflow.secrets import SecretStore
+from etrmflow.templating import SECRET_MARKER
+
+
+def _markers(value: Any, path: KeyPath = ()) -> list[tuple[KeyPath, str]]:
+    if isinstance(value, str):
+        return [(path, name) for name in SECRET_MARKER.findall(value)]
+    if isinstance(value, Mapping):
+        return [found for key, item in value.items() for found in _markers(item, path + (key,))]
+    if isinstance(value, list):
+        return [found for index, item in enumerate(value) for found in _markers(item, path + (index,))]
+    return []
+
+
+def check_secrets(pipelines: list[ResolvedPipeline], store: SecretStore) -> None:
+    """Raise SecretMissing (exit 2) naming every unset secret at its file:line:col."""
+    issues: list[ConfigIssue] = []
+    seen: set[tuple[str, KeyPath]] = set()
+    for resolved in pipelines:
+        for loaded in (resolved.connector, resolved.pipeline):
+            issues.extend(_missing(loaded, store, seen))
+    if issues:
+        raise SecretMissing(issues)
+
+
+def _missing(loaded: Loaded, store: SecretStore, seen: set[tuple[str, KeyPath]]) -> list[ConfigIssue]:
+    issues = []
+    for path, name in _markers(loaded.data):
+        if (loaded.document.display, path) in seen or not store.missing([name]):
+            continue
+        seen.add((loaded.document.display, path))
+        issues.append(ConfigIssue(location=loaded.document.locate(path), key_path=format_key_path(path),
+                                  message=f"secret '{name}' is not set",
+                                  hint=f"export {name}=... in the environment that runs etrmflow"))
+    return issues

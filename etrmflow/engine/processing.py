@@ -1,0 +1,121 @@
+"""What happens to one page after it is fetched. Runs in the pipeline's worker thread.
+
+validate -> quarantine the invalid (dead-letter sink) -> transform the valid -> write to sinks.
+Every record ends in exactly one of two places; ``PageOutcome`` proves it per page.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import pandas as pd
+
+from etrmflow.clock import utc_timestamp
+from etrmflow.components import (
+    BatchInfo, DeadLetter, DeadLetterSink, Page, Sink, SinkContext, Transform, Validator, Violation,
+)
+from etrmflow.errors import RunFailed, SinkError, TransformError
+from etrmflow.plan import PipelinePlan
+
+log = logging.getLogger("etrmflow.run")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PageOutcome:
+    fetched: int
+    valid: int
+    quarantined: int
+    dead_letters_new: int
+    written: dict[str, int]
+
+
+def record_sha256(record: Any) -> str:
+    return hashlib.sha256(orjson.dumps(record, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def batch_id(plan: PipelinePlan, vars: Mapping[str, Any], page: Page) -> str:
+    """Deterministic: the same pipeline, variables, source and page content give the same id."""
+    identity = {"pipeline": plan.name, "vars": vars, "path": plan.stream.path, "params": plan.stream.params,
+                "partition": page.partition, "page": page.index, "page_sha256": page.sha256}
+    return hashlib.sha256(orjson.dumps(identity, option=orjson.OPT_SORT_KEYS, default=str)).hexdigest()[:32]
+
+
+class PageProcessor:
+    """Owns the validators, transforms and sinks of one pipeline run."""
+
+    def __init__(self, *, plan: PipelinePlan, run_id: str, vars: Mapping[str, Any],
+                 validators: Sequence[Validator], transforms: Sequence[Transform],
+                 sinks: Sequence[Sink], dead_letter: DeadLetterSink, context: SinkContext) -> None:
+        self.plan = plan
+        self.run_id = run_id
+        self.vars = vars
+        self.validators = validators
+        self.transforms = transforms
+        self.sinks = sinks
+        self.dead_letter = dead_letter
+        self.context = context
+        self.columns = list((plan.contract.schema.get("properties") or {}).keys())
+
+    def open(self) -> None:
+        self.dead_letter.open(self.context)
+        for sink in self.sinks:
+            sink.open(self.context)
+
+    def close(self, ok: bool) -> None:
+        errors = []
+        for component in (*self.sinks, self.dead_letter):
+            try:
+                component.close(ok)
+            except Exception as exc:  # close every sink even if one fails
+                errors.append(f"{component.describe()}: {exc}")
+        if errors:
+            raise SinkError("closing sinks failed: " + "; ".join(errors))
+
+    def process(self, page: Page) -> PageOutcome:
+        verdicts = self.validate(page.records)
+        batch = BatchInfo(run_id=self.run_id, batch_id=batch_id(self.plan, self.vars, page),
+                          page_sha256=page.sha256, pipeline=self.plan.name)
+        valid = [record for record, found in zip(page.records, verdicts) if not found]
+        letters = [self._letter(page, batch, record, found)
+                   for record, found in zip(page.records, verdicts) if found]
+        new_letters = self.dead_letter.write(letters) if letters else 0
+        if letters and self.plan.on_invalid.action == "fail":
+            first = letters[0]
+            reasons = "; ".join(f"{v.pointer or '/'} {v.keyword}: {v.message}" for v in first.violations[:3])
+            raise RunFailed(f"page {page.index} has {len(letters)} invalid record(s) and on_invalid.action "
+                            f"is fail; first: {reasons} (quarantined in {self.dead_letter.describe()})")
+        written = self.write(valid, batch) if valid else {sink.describe(): 0 for sink in self.sinks}
+        return PageOutcome(fetched=len(page.records), valid=len(valid), quarantined=len(letters),
+                           dead_letters_new=new_letters, written=written)
+
+    def validate(self, records: list[Any]) -> list[list[Violation]]:
+        verdicts: list[list[Violation]] = [[] for _ in records]
+        for validator in self.validators:
+            for found, extra in zip(verdicts, validator.validate(records)):
+                found.extend(extra)
+        return verdicts
+
+    def write(self, records: list[Any], batch: BatchInfo) -> dict[str, int]:
+        frame = pd.DataFrame.from_records(records)
+        ordered = [c for c in self.columns if c in frame.columns] + [c for c in frame.columns if c not in self.columns]
+        frame = frame[ordered]
+        for index, step in enumerate(self.transforms):
+            try:
+                frame = step.apply(frame)
+            except Exception as exc:
+                raise TransformError(f"transforms[{index}] ({step.type_name}) failed on batch "
+                                     f"{batch.batch_id}: {type(exc).__name__}: {exc}") from exc
+        return {sink.describe(): sink.write(frame, batch) for sink in self.sinks}
+
+    def _letter(self, page: Page, batch: BatchInfo, record: Any, found: list[Violation]) -> DeadLetter:
+        contract = self.plan.contract
+        return DeadLetter(
+            record=record, violations=tuple(found), contract=contract.name, contract_version=contract.version,
+            connector=page.connector, stream=page.stream, page=page.index, request_url=page.url,
+            run_id=self.run_id, batch_id=batch.batch_id, page_sha256=page.sha256,
+            record_sha256=record_sha256(record), quarantined_at=utc_timestamp())

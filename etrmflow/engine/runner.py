@@ -1,0 +1,195 @@
+"""Run compiled pipelines: pages stream from the transport through a bounded queue into the
+pipeline's worker thread, so the event loop keeps fetching while records are checked and written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from etrmflow import __version__
+from etrmflow.clock import Clock, utc_timestamp
+from etrmflow.components import ContractInfo, Kind, Page, SinkContext, ValidationContext
+from etrmflow.engine.processing import PageOutcome, PageProcessor
+from etrmflow.errors import EtrmflowError, RunFailed
+from etrmflow.plan import ComponentPlan, PipelinePlan, Plan
+from etrmflow.plugins import Registry
+from etrmflow.results import PipelineResult, RunResults, Status
+from etrmflow.secrets import SecretStore, redact
+
+log = logging.getLogger("etrmflow.run")
+PAGES_IN_FLIGHT = 4
+"""Pages fetched ahead of processing: bounds memory whatever the run length."""
+
+
+@dataclass(slots=True)
+class RunOptions:
+    secrets: SecretStore
+    clock: Clock = field(default_factory=Clock)
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
+
+
+def new_results(run_id: str) -> RunResults:
+    return RunResults(run_id=run_id, etrmflow_version=__version__, started_at=utc_timestamp())
+
+
+async def run_plan(plan: Plan, registry: Registry, options: RunOptions) -> RunResults:
+    """Run every pipeline of the plan, one after another; never raises for a failed pipeline."""
+    results = new_results(options.run_id)
+    for pipeline in plan.pipelines:
+        results.pipelines.append(await run_pipeline(plan, pipeline, registry, options))
+    results.finished_at = utc_timestamp()
+    return results
+
+
+def _build(registry: Registry, kind: Kind, component: ComponentPlan, **kwargs: Any) -> Any:
+    cls = registry.get(kind, component.type)
+    if cls is None:  # the checker rejects unknown types; this guards plans built by hand
+        raise EtrmflowError(f"no {kind} type '{component.type}' is registered")
+    return cls(component.options, **kwargs)
+
+
+def _contract_info(pipeline: PipelinePlan) -> ContractInfo:
+    contract = pipeline.contract
+    return ContractInfo(name=contract.name, version=contract.version, primary_key=contract.primary_key,
+                        schema=contract.schema)
+
+
+def build_processor(plan: Plan, pipeline: PipelinePlan, registry: Registry, run_id: str) -> PageProcessor:
+    contract = _contract_info(pipeline)
+    validation = ValidationContext(contract=contract, project_dir=plan.project_root,
+                                   format_checkers=registry.format_checkers(), rules=pipeline.contract.rules)
+    declared = [ComponentPlan(type="json_schema", options={})] if pipeline.contract.schema else []
+    if pipeline.contract.rules:
+        declared.append(ComponentPlan(type="rules", options={}))
+    validators = [_build(registry, Kind.VALIDATOR, c, context=validation)
+                  for c in (*declared, *pipeline.contract.validators)]
+    transforms = [_build(registry, Kind.TRANSFORM, c, project_dir=plan.project_root) for c in pipeline.transforms]
+    sinks = [_build(registry, Kind.SINK, c) for c in pipeline.sinks]
+    dead_letter = _build(registry, Kind.DEAD_LETTER, pipeline.dead_letter)
+    context = SinkContext(pipeline=pipeline.name, run_id=run_id, contract=contract,
+                          project_dir=plan.project_root, target_dir=plan.target_dir)
+    return PageProcessor(plan=pipeline, run_id=run_id, vars=plan.vars, validators=validators,
+                         transforms=transforms, sinks=sinks, dead_letter=dead_letter, context=context)
+
+
+def build_transport(plan: Plan, pipeline: PipelinePlan, registry: Registry, options: RunOptions) -> Any:
+    connector = pipeline.connector
+    auth = _build(registry, Kind.AUTH, connector.auth, clock=options.clock)
+    cls = registry.get(Kind.TRANSPORT, connector.type)
+    if cls is None:
+        raise EtrmflowError(f"no transport type '{connector.type}' is registered")
+    return cls({}, connector=connector, auth=auth, secrets=options.secrets, clock=options.clock,
+               vars=plan.vars, paginator_factory=lambda c: _build(registry, Kind.PAGINATOR, c))
+
+
+async def run_pipeline(plan: Plan, pipeline: PipelinePlan, registry: Registry, options: RunOptions) -> PipelineResult:
+    result = PipelineResult(name=pipeline.name, run_id=options.run_id, started_at=utc_timestamp())
+    started = time.perf_counter()
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"etrmflow-{pipeline.name}")
+    loop = asyncio.get_running_loop()
+    processor: PageProcessor | None = None
+    ok = False
+    try:
+        processor = build_processor(plan, pipeline, registry, options.run_id)
+        result.dead_letter = processor.dead_letter.describe()
+        await loop.run_in_executor(executor, processor.open)
+        transport = build_transport(plan, pipeline, registry, options)
+        await _stream_pages(transport, pipeline, processor, executor, result)
+        counters = transport.counters
+        result.counts.requests, result.counts.retries, result.counts.bytes = (
+            counters.requests, counters.retries, counters.bytes)
+        _check_accounting(result)
+        _check_thresholds(pipeline, result)
+        ok = True
+    except EtrmflowError as exc:
+        _fail(result, exc)
+    finally:
+        if processor is not None:
+            try:
+                await loop.run_in_executor(executor, processor.close, ok)
+            except EtrmflowError as exc:
+                _fail(result, exc)
+        executor.shutdown(wait=True)
+        result.finished_at = utc_timestamp()
+        result.duration_s = round(time.perf_counter() - started, 3)
+    return result
+
+
+def _fail(result: PipelineResult, exc: BaseException) -> None:
+    result.status = Status.FAILED
+    if result.error is None:
+        result.error = redact(str(exc))
+        result.error_type = type(exc).__name__
+
+
+_DONE = object()
+
+
+async def _stream_pages(transport: Any, pipeline: PipelinePlan, processor: PageProcessor,
+                        executor: ThreadPoolExecutor, result: PipelineResult) -> None:
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=PAGES_IN_FLIGHT)
+    async with transport:
+        producer = asyncio.create_task(_produce(transport, pipeline, queue))
+        try:
+            while (item := await queue.get()) is not _DONE:
+                if isinstance(item, BaseException):
+                    raise item
+                outcome = await loop.run_in_executor(executor, processor.process, item)
+                _add(result, item, outcome)
+                _check_max_count(pipeline, result)
+        finally:
+            producer.cancel()
+            await asyncio.gather(producer, return_exceptions=True)
+
+
+async def _produce(transport: Any, pipeline: PipelinePlan, queue: asyncio.Queue[Any]) -> None:
+    try:
+        async for page in transport.pages(pipeline.stream):
+            await queue.put(page)
+    except EtrmflowError as exc:
+        await queue.put(exc)
+        return
+    await queue.put(_DONE)
+
+
+def _add(result: PipelineResult, page: Page, outcome: PageOutcome) -> None:
+    counts = result.counts
+    counts.pages += 1
+    counts.fetched += outcome.fetched
+    counts.valid += outcome.valid
+    counts.quarantined += outcome.quarantined
+    counts.dead_letters_new += outcome.dead_letters_new
+    for sink, rows in outcome.written.items():
+        result.sinks[sink] = result.sinks.get(sink, 0) + rows
+    counts.written = min(result.sinks.values()) if result.sinks else 0
+    log.debug("page %d of %s: %d records, %d quarantined", page.index, page.stream, outcome.fetched,
+              outcome.quarantined)
+
+
+def _check_accounting(result: PipelineResult) -> None:
+    counts = result.counts
+    if counts.fetched != counts.valid + counts.quarantined:
+        raise RunFailed(f"accounting mismatch: fetched {counts.fetched} != valid {counts.valid} + "
+                        f"quarantined {counts.quarantined}")
+
+
+def _check_max_count(pipeline: PipelinePlan, result: PipelineResult) -> None:
+    limit = pipeline.on_invalid.max_count
+    if limit is not None and result.counts.quarantined > limit:
+        raise RunFailed(f"{result.counts.quarantined} records quarantined, more than on_invalid.max_count "
+                        f"({limit}); the dead letters hold them with their reasons")
+
+
+def _check_thresholds(pipeline: PipelinePlan, result: PipelineResult) -> None:
+    _check_max_count(pipeline, result)
+    limit = pipeline.on_invalid.max_ratio
+    ratio = result.counts.invalid_ratio
+    if limit is not None and ratio > limit:
+        raise RunFailed(f"{ratio:.2%} of records quarantined, more than on_invalid.max_ratio ({limit:.2%})")

@@ -1,0 +1,119 @@
+"""The compiled plan: what ``etrmflow run`` executes and ``target/plan.json`` shows.
+
+A leaf module of frozen dataclasses. It holds no secret value: credentials appear only as
+``${secret:NAME}`` markers, resolved by the transport at request time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+PLAN_VERSION = 1
+PLAN_SCHEMA = "https://etrmflow.dev/schemas/plan/v1.json"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ComponentPlan:
+    type: str
+    options: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetryPolicy:
+    max_attempts: int = 5
+    initial: float = 0.5
+    max: float = 30.0
+    multiplier: float = 2.0
+    jitter: str = "full"
+    on_status: tuple[int, ...] = (429, 502, 503, 504, 520, 521, 522, 523, 524)
+    on_connection_error: bool = True
+    on_timeout: bool = True
+    retry_after_honour: bool = True
+    retry_after_max: float = 120.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TimeoutPolicy:
+    connect: float = 10.0
+    read: float = 60.0
+    total: float = 120.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StreamPlan:
+    name: str
+    method: str
+    path: str
+    """Appended to the connector's base_url (or an absolute URL)."""
+    params: dict[str, Any]
+    headers: dict[str, Any]
+    body: Any
+    records: str
+    paginator: ComponentPlan
+    concurrency: int
+    timeout: TimeoutPolicy
+    retry: RetryPolicy
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConnectorPlan:
+    name: str
+    type: str
+    file: str
+    base_url: str
+    auth: ComponentPlan
+    headers: dict[str, Any]
+    params: dict[str, Any]
+    tls_verify: bool
+    ca_bundle: str | None
+    concurrency: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ContractPlan:
+    name: str
+    version: str
+    file: str
+    primary_key: tuple[str, ...]
+    schema: dict[str, Any]
+    rules: tuple[dict[str, Any], ...]
+    validators: tuple[ComponentPlan, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InvalidPolicy:
+    action: str = "quarantine"
+    max_ratio: float | None = None
+    max_count: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PipelinePlan:
+    name: str
+    file: str
+    description: str
+    tags: tuple[str, ...]
+    connector: ConnectorPlan
+    stream: StreamPlan
+    contract: ContractPlan
+    on_invalid: InvalidPolicy
+    transforms: tuple[ComponentPlan, ...]
+    sinks: tuple[ComponentPlan, ...]
+    dead_letter: ComponentPlan
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Plan:
+    etrmflow_version: str
+    generated_at: str
+    project_name: str
+    project_root: str
+    target_dir: str
+    vars: dict[str, Any]
+    pipelines: tuple[PipelinePlan, ...]
+    plan_version: int = PLAN_VERSION
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"$schema": PLAN_SCHEMA, **dataclasses.asdict(self)}

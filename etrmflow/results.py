@@ -1,0 +1,74 @@
+"""Run results: what ``target/run_results.json`` holds and what the run prints. A leaf module."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+RESULTS_VERSION = 1
+RESULTS_SCHEMA = "https://etrmflow.dev/schemas/run_results/v1.json"
+
+
+class Status(str, enum.Enum):
+    SUCCESS = "success"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(slots=True)
+class Counts:
+    pages: int = 0
+    fetched: int = 0
+    valid: int = 0
+    quarantined: int = 0
+    written: int = 0
+    dead_letters_new: int = 0
+    requests: int = 0
+    retries: int = 0
+    bytes: int = 0
+
+    @property
+    def invalid_ratio(self) -> float:
+        return self.quarantined / self.fetched if self.fetched else 0.0
+
+
+@dataclass(slots=True)
+class PipelineResult:
+    name: str
+    run_id: str
+    status: Status = Status.SUCCESS
+    counts: Counts = field(default_factory=Counts)
+    sinks: dict[str, int] = field(default_factory=dict)
+    started_at: str = ""
+    finished_at: str = ""
+    duration_s: float = 0.0
+    error: str | None = None
+    error_type: str | None = None
+    dead_letter: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["status"] = str(self.status)
+        data["counts"]["invalid_ratio"] = round(self.counts.invalid_ratio, 6)
+        return data
+
+
+@dataclass(slots=True)
+class RunResults:
+    run_id: str
+    etrmflow_version: str
+    started_at: str
+    finished_at: str = ""
+    exit_code: int = 0
+    pipelines: list[PipelineResult] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"$schema": RESULTS_SCHEMA, "results_version": RESULTS_VERSION, "run_id": self.run_id,
+                "etrmflow_version": self.etrmflow_version, "started_at": self.started_at,
+                "finished_at": self.finished_at, "exit_code": self.exit_code,
+                "pipelines": [p.as_dict() for p in self.pipelines]}

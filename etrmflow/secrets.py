@@ -1,0 +1,122 @@
+"""Secret values: resolved at the last moment, and scrubbed from everything we print or write.
+
+Every secret value resolved in this process is remembered by the redactor, and every log line,
+error message and artifact text passes through ``redact``. URL query parameters whose names
+look like credentials are masked too, whatever their value.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+from collections.abc import Iterable, Mapping
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from etrmflow.templating import SECRET_MARKER
+
+MASK = "***"
+SENSITIVE_PARAMS = frozenset({
+    "api_key", "apikey", "key", "token", "access_token", "id_token", "refresh_token",
+    "client_secret", "password", "secret", "signature", "sig", "subscription-key",
+    "subscription_key", "code",
+})
+_MIN_SECRET_LENGTH = 4  # masking "a" or "1" everywhere would mangle every log line
+
+
+class Redactor:
+    """Remembers secret values and masks them in text."""
+
+    def __init__(self) -> None:
+        self._values: set[str] = set()
+        self._pattern: re.Pattern[str] | None = None
+        self._lock = threading.Lock()
+
+    def add(self, value: str) -> None:
+        if len(value) < _MIN_SECRET_LENGTH or value in self._values:
+            return
+        with self._lock:
+            self._values.add(value)
+            ordered = sorted(self._values, key=len, reverse=True)
+            self._pattern = re.compile("|".join(re.escape(v) for v in ordered))
+
+    def redact(self, text: str) -> str:
+        pattern = self._pattern
+        return pattern.sub(MASK, text) if pattern is not None else text
+
+
+REDACTOR = Redactor()
+"""Process-wide on purpose: a secret resolved anywhere must be masked everywhere."""
+
+
+def redact(text: str) -> str:
+    return REDACTOR.redact(text)
+
+
+def redact_url(url: str) -> str:
+    """The URL with credential-like query parameters and known secret values masked."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return redact(url)
+    if parts.query:
+        pairs = [(k, MASK if k.lower() in SENSITIVE_PARAMS else v)
+                 for k, v in parse_qsl(parts.query, keep_blank_values=True)]
+        parts = parts._replace(query=urlencode(pairs, safe="*"))
+    if parts.password:
+        parts = parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", f":{MASK}@"))
+    return redact(urlunsplit(parts))
+
+
+class SecretStore:
+    """Resolves ``${secret:NAME}`` markers from the environment (then declared defaults)."""
+
+    def __init__(self, environ: Mapping[str, str] | None = None,
+                 defaults: Mapping[str, str] | None = None) -> None:
+        self.environ = os.environ if environ is None else environ
+        self.defaults = dict(defaults or {})
+        for value in self.defaults.values():
+            REDACTOR.add(value)
+
+    def missing(self, names: Iterable[str]) -> list[str]:
+        return sorted(n for n in set(names) if n not in self.environ and n not in self.defaults)
+
+    def value(self, name: str) -> str:
+        value = self.environ.get(name)
+        if value is None:
+            value = self.defaults.get(name)
+        if value is None:
+            raise KeyError(name)
+        REDACTOR.add(value)
+        return value
+
+    def resolve(self, text: str) -> str:
+        if "${secret:" not in text:
+            return text
+        return SECRET_MARKER.sub(lambda match: self.value(match.group(1)), text)
+
+
+def secret_names(value: object) -> set[str]:
+    """Names of every secret marker inside a nested structure."""
+    found: set[str] = set()
+    if isinstance(value, str):
+        found.update(SECRET_MARKER.findall(value))
+    elif isinstance(value, Mapping):
+        for item in value.values():
+            found |= secret_names(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            found |= secret_names(item)
+    return found
+
+
+class RedactingFilter(logging.Filter):
+    """Masks secrets in every record passing through a handler."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = redact(message)
+        if redacted != message or record.args:
+            record.msg, record.args = redacted, None
+        return True

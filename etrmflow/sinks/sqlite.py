@@ -1,0 +1,299 @@
+"""The SQLite sink: one table per pipeline, written batch by batch in transactions."""
+
+from __future__ import annotations
+
+import contextlib
+import decimal
+import sqlite3
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from etrmflow.components import BatchInfo, Sink, SinkContext
+from etrmflow.errors import SinkError
+from etrmflow.sinks.common import (
+    LINEAGE_COLUMNS,
+    NESTED_TYPES,
+    column_values,
+    is_missing,
+    lineage,
+    ordered_columns,
+    resolve_path,
+    utc_now_iso,
+)
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+DEFAULT_PATH = "target/etrmflow.db"
+IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+# number -> REAL, not NUMERIC. Vendor numbers reach us as IEEE doubles (JSON decoding gives
+# floats) and REAL keeps that exact double, so 40.45 reads back as the float whose repr is
+# "40.45". NUMERIC would turn 40.0 into INTEGER 40 (two storage classes in one money column)
+# and keeps only 15 significant digits when it converts text. A Decimal is stored only if a
+# double holds it exactly; otherwise the write fails rather than round (see exact_float).
+_SQL_TYPES = {"integer": "INTEGER", "number": "REAL", "boolean": "INTEGER", "string": "TEXT",
+              "object": "TEXT", "array": "TEXT"}
+
+
+def _q(name: str) -> str:
+    """Quote an identifier: column names come from vendor data and may hold anything."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _sql_type_of(series: pd.Series) -> str:
+    """A column type for a frame column the contract does not declare."""
+    kind = series.dtype.kind
+    if kind in "biu":
+        return "INTEGER"
+    if kind == "f":
+        return "REAL"
+    if kind == "O":
+        first = next((v for v in series.tolist() if not is_missing(v)), None)
+        if isinstance(first, (bool, int)):
+            return "INTEGER"
+        if isinstance(first, (float, decimal.Decimal)):
+            return "REAL"
+    return "TEXT"  # strings, datetimes as ISO 8601, nested values as JSON
+
+
+def _connect(path: str) -> sqlite3.Connection:
+    # Autocommit mode: transactions are opened explicitly, one per batch. WAL lets readers
+    # query the table during a run; synchronous stays FULL (the default) because a committed
+    # settlement batch must survive a power cut.
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA busy_timeout=5000")
+    return db
+
+
+class SqliteSink(Sink):
+    """Write rows to a SQLite table: upsert on the key (default), append, or replace.
+
+    The table is created on the first write from the contract's column types (nested values
+    as compact JSON text with sorted keys, timestamps as ISO 8601 text) plus lineage columns
+    ``_etrmflow_run_id``, ``_etrmflow_batch_id``, ``_etrmflow_page_sha256`` and
+    ``_etrmflow_loaded_at``. A column that appears later is added. Each batch is one
+    transaction. ``replace`` writes to ``<table>__staging`` and swaps it in only when the run
+    succeeds, so a failed run leaves the previous table untouched.
+
+    Example::
+
+        sinks:
+          - type: sqlite
+            path: target/etrmflow.db
+            table: trades
+            mode: upsert
+            key: [trade_id, version]
+    """
+
+    type_name = "sqlite"
+    options_schema = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["table"],
+        "properties": {
+            "path": {"type": "string", "minLength": 1, "default": DEFAULT_PATH,
+                     "description": "Database file, relative to the project folder."},
+            "table": {"type": "string", "pattern": IDENTIFIER,
+                      "description": "Table to write (created on the first write)."},
+            "mode": {"enum": ["upsert", "append", "replace"], "default": "upsert",
+                     "description": "upsert: insert or update on the key, so a rerun adds no "
+                                    "row; append: insert every row; replace: the table becomes "
+                                    "this run's rows, swapped in when the run succeeds."},
+            "key": {"type": "array", "minItems": 1, "uniqueItems": True,
+                    "items": {"type": "string", "minLength": 1},
+                    "description": "Key columns; default: the contract's primary_key."},
+        },
+    }
+
+    def __init__(self, options: Any) -> None:
+        super().__init__(options)
+        self.table: str = options["table"]
+        self.mode: str = options.get("mode", "upsert")
+        self._db: sqlite3.Connection | None = None
+        self._columns: dict[str, str] = {}
+        self._written_batches: set[str] = set()
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def open(self, context: SinkContext) -> None:
+        super().open(context)
+        self.key = self._key()
+        self._types = context.contract.column_types()
+        if self.mode == "upsert" and not self.key:
+            raise SinkError(f"sqlite sink (table {self.table}): mode upsert needs a key, but contract "
+                            f"'{context.contract.name}' has no primary_key and the sink has no "
+                            f"'key' option; add one of them or use mode: append")
+        self.path = resolve_path(context, self.options.get("path", DEFAULT_PATH))
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = _connect(str(self.path))
+        self._target = f"{self.table}__staging" if self.mode == "replace" else self.table
+        try:
+            if self.mode == "replace":
+                self._db.execute(f"DROP TABLE IF EXISTS {_q(self._target)}")  # a crashed run's
+                self._create_table(self._wanted(None))
+            self._columns = self._read_columns()
+            self._check_existing_key()
+        except BaseException:
+            self.close(False)
+            raise
+
+    def write(self, frame: pd.DataFrame, batch: BatchInfo) -> int:
+        if self._db is None:
+            raise SinkError(f"sqlite sink (table {self.table}): write before open")
+        try:
+            with self._transaction():
+                self._write_rows(frame, batch)
+        except Exception as exc:
+            self._columns = self._read_columns()  # an ALTER TABLE was rolled back too
+            raise SinkError(f"sqlite sink: writing batch {batch.batch_id} to table {self.table} "
+                            f"in {self.path} failed and was rolled back: {exc}") from exc
+        self._written_batches.add(batch.batch_id)
+        return len(frame)
+
+    def close(self, ok: bool) -> None:
+        if self._db is None:
+            return
+        try:
+            if self.mode == "replace":
+                self._finish_replace(ok)
+        finally:
+            self._db.close()
+            self._db = None
+
+    def describe(self) -> str:
+        path = self.options.get("path", DEFAULT_PATH)
+        key = self._key() if self.mode != "append" else ()
+        detail = f"{self.mode} on {', '.join(key)}" if key else self.mode
+        return f"sqlite {path} table {self.table} ({detail})"
+
+    # -- schema ---------------------------------------------------------------------------
+
+    def _key(self) -> tuple[str, ...]:
+        context = getattr(self, "context", None)
+        default = context.contract.primary_key if context else ()
+        return tuple(self.options.get("key") or default)
+
+    def _keyed(self) -> bool:
+        """Rows are identified by the key: upsert, or replace with a key (idempotent rewrite)."""
+        return self.mode != "append" and bool(self.key)
+
+    def _table_info(self) -> list[tuple[Any, ...]]:
+        """``(cid, name, type, notnull, default, pk)`` per column; empty if no table yet."""
+        assert self._db is not None
+        return self._db.execute(f"PRAGMA table_info({_q(self._target)})").fetchall()
+
+    def _read_columns(self) -> dict[str, str]:
+        return {name: declared for _, name, declared, *_ in self._table_info()}
+
+    def _check_existing_key(self) -> None:
+        if not self._columns or not self._keyed():
+            return
+        rows = sorted(self._table_info(), key=lambda row: row[5])
+        existing = [name for _, name, _, _, _, pk in rows if pk]
+        if set(existing) != set(self.key):
+            raise SinkError(f"sqlite sink: table {self.table} in {self.path} has primary key "
+                            f"({', '.join(existing) or 'none'}) but mode {self.mode} needs "
+                            f"({', '.join(self.key)}); drop or rename the table first")
+
+    def _create_table(self, types: dict[str, str]) -> None:
+        keyed = self._keyed()
+        missing = [k for k in self.key if k not in types] if keyed else []
+        if missing:
+            raise SinkError(f"key column(s) {', '.join(missing)} are neither in contract "
+                            f"'{self.context.contract.name}' nor in the batch")
+        columns = [f"{_q(c)} {t}{' NOT NULL' if keyed and c in self.key else ''}"
+                   for c, t in types.items()]
+        if keyed:  # NOT NULL too: a SQLite PRIMARY KEY alone lets NULLs in
+            columns.append(f"PRIMARY KEY ({', '.join(map(_q, self.key))})")
+        assert self._db is not None
+        self._db.execute(f"CREATE TABLE {_q(self._target)} ({', '.join(columns)})")
+
+    def _wanted(self, frame: pd.DataFrame | None) -> dict[str, str]:
+        """Column name -> SQL type for the contract, the frame's extras and lineage."""
+        names = ordered_columns(self._types, [] if frame is None else [str(c) for c in frame.columns])
+        present = {} if frame is None else {str(c): c for c in frame.columns}
+        return {c: _SQL_TYPES.get(self._types[c], "TEXT") if c in self._types else
+                "TEXT" if c in LINEAGE_COLUMNS else _sql_type_of(frame[present[c]])
+                for c in names}
+
+    def _ensure_columns(self, frame: pd.DataFrame) -> None:
+        wanted = self._wanted(frame)
+        new = [c for c in wanted if c not in self._columns]
+        if not new:
+            return
+        if not self._columns:
+            self._create_table(wanted)
+        else:
+            assert self._db is not None
+            for column in new:
+                self._db.execute(f"ALTER TABLE {_q(self._target)} ADD COLUMN {_q(column)} "
+                                 f"{wanted[column]}")
+        self._columns = self._read_columns()
+
+    # -- rows -----------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        assert self._db is not None
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+            self._db.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
+
+    def _write_rows(self, frame: pd.DataFrame, batch: BatchInfo) -> None:
+        assert self._db is not None
+        self._ensure_columns(frame)
+        if not self._keyed() and batch.batch_id in self._written_batches:
+            # Keyless rows cannot be matched, so a rewritten batch replaces its earlier rows.
+            self._db.execute(f"DELETE FROM {_q(self._target)} WHERE _etrmflow_run_id = ? "
+                             f"AND _etrmflow_batch_id = ?", (batch.run_id, batch.batch_id))
+        columns = list(self._columns)
+        self._db.executemany(self._insert_sql(columns), self._rows(frame, columns, batch))
+
+    def _insert_sql(self, columns: list[str]) -> str:
+        sql = (f"INSERT INTO {_q(self._target)} ({', '.join(map(_q, columns))}) "
+               f"VALUES ({', '.join('?' * len(columns))})")
+        if not self._keyed():
+            return sql
+        updates = [f"{_q(c)} = excluded.{_q(c)}" for c in columns if c not in self.key]
+        action = f"DO UPDATE SET {', '.join(updates)}" if updates else "DO NOTHING"
+        return f"{sql} ON CONFLICT ({', '.join(map(_q, self.key))}) {action}"
+
+    def _rows(self, frame: pd.DataFrame, columns: list[str], batch: BatchInfo) -> Iterator[tuple[Any, ...]]:
+        # Every known column is written, NULL when the batch lacks it: an upserted row must
+        # not keep a value that the new version of the record no longer has.
+        stamps = lineage(batch, utc_now_iso())
+        nested = {c for c, t in self._types.items() if t in NESTED_TYPES}
+        present = {str(c): c for c in frame.columns}
+        cells = []
+        for column in columns:
+            if column in stamps:
+                cells.append([stamps[column]] * len(frame))
+            elif column in present:
+                values = column_values(frame[present[column]], as_json=column in nested)
+                cells.append(self._as_declared(column, values))
+            else:
+                cells.append([None] * len(frame))
+        return zip(*cells)
+
+    def _as_declared(self, column: str, values: list[Any]) -> list[Any]:
+        # SQLite would turn a float into TEXT with 15 significant digits; repr keeps them all.
+        if self._columns.get(column) != "TEXT":
+            return values
+        return [repr(v) if isinstance(v, float) else v for v in values]
+
+    def _finish_replace(self, ok: bool) -> None:
+        assert self._db is not None
+        staging = _q(self._target)
+        if not ok:
+            self._db.execute(f"DROP TABLE IF EXISTS {staging}")
+            return
+        with self._transaction():
+            self._db.execute(f"DROP TABLE IF EXISTS {_q(self.table)}")
+            self._db.execute(f"ALTER TABLE {staging} RENAME TO {_q(self.table)}")
