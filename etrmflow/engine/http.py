@@ -142,6 +142,13 @@ class HttpTransport(Transport):
 
     Selected by a connector's ``type: http`` (the default). ``base_url: sandbox://NAME?...``
     starts the built-in sandbox vendor in-process on a free loopback port.
+
+    Example::
+
+        name: acme_etrm
+        type: http
+        base_url: "{{ env_var('ACME_BASE_URL', 'sandbox://acme') }}"
+        tls: {verify: true}
     """
 
     type_name: ClassVar[str] = "http"
