@@ -1,0 +1,1 @@
+"""Validation machinery shared by the built-in validators."""
