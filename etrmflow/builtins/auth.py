@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 from etrmflow import hookimpl
 from etrmflow.clock import Clock
 from etrmflow.components import Auth, HttpClient, Request, Response
-from etrmflow.errors import AuthError, FetchError
+from etrmflow.errors import AuthError, FetchError, RetriableFetchError
 
 _STRING = {"type": "string", "minLength": 1}
 
@@ -126,8 +126,12 @@ class _OAuth2(Auth):
         return request
 
     async def refresh(self, client: HttpClient) -> bool:
-        self._token = None
-        await self._current(client)
+        stale = self._token
+        async with self._lock:
+            # Several requests may see the same 401: the first refreshes, the others reuse its token.
+            if self._token is None or self._token == stale:
+                self._token = None
+                await self._request_token(client)
         return True
 
     async def _current(self, client: HttpClient) -> str:
@@ -149,12 +153,18 @@ class _OAuth2(Auth):
                           headers={"Accept": "application/json"}, basic_auth=self.basic_credentials())
         try:
             response = await client.send(request)
+        except RetriableFetchError:
+            raise  # a dropped connection to the token endpoint is worth another attempt
         except FetchError as exc:
             raise AuthError(f"token request to {self.options['token_url']} failed: {exc}", status=exc.status) from None
         self._accept(response)
 
     def _accept(self, response: Response) -> None:
         body = response.body if isinstance(response.body, dict) else {}
+        if response.status == 429 or response.status >= 500:
+            # Throttled or down is not a refusal: the request's retry policy tries again.
+            raise RetriableFetchError(f"token endpoint {self.options['token_url']} answered {response.status}",
+                                      status=response.status)
         if response.status >= 400 or "error" in body:
             error = body.get("error", f"HTTP {response.status}")
             raise AuthError(f"token endpoint refused the credentials: {error} "

@@ -33,11 +33,25 @@ class _Walk(Paginator):
         self.max_pages: int = options.get("max_pages", 100_000)
         self.pages = 0
 
-    def _count(self) -> None:
+    def next(self, request: Request, response: Response, records: list[Any]) -> Request | None:
         self.pages += 1
-        if self.pages >= self.max_pages:
+        following = self.follow(request, response, records)
+        # Checked only when another page would be fetched: a walk of exactly max_pages is fine.
+        if following is not None and self.pages >= self.max_pages:
             raise PaginationError(f"{self.type_name} paginator walked {self.pages} pages without reaching "
                                   f"the end (max_pages: {self.max_pages}); raise max_pages if this is expected")
+        return following
+
+    def follow(self, request: Request, response: Response, records: list[Any]) -> Request | None:
+        """The request for the page after this one, or None at the end."""
+        raise NotImplementedError
+
+
+def _truthy(flag: Any) -> bool:
+    """A has-more flag; vendors send booleans, 0/1 or the strings "true"/"false"."""
+    if isinstance(flag, str):
+        return flag.strip().lower() in ("true", "1", "yes")
+    return bool(flag)
 
 
 def _number(value: Any, what: str) -> int:
@@ -93,8 +107,7 @@ class PageNumber(_Walk):
         request.params[self.param] = self.start
         return request
 
-    def next(self, request: Request, response: Response, records: list[Any]) -> Request | None:
-        self._count()
+    def follow(self, request: Request, response: Response, records: list[Any]) -> Request | None:
         page = request.params[self.param]
         if not self._more(page, response, records):
             return None
@@ -107,7 +120,7 @@ class PageNumber(_Walk):
             flag = extract(response.body, self.has_more)
             if flag is MISSING:
                 raise PaginationError(f"has_more path {self.options['has_more']} not found in the response")
-            return bool(flag) and (bool(records) or self._empty_page_with_more())
+            return _truthy(flag) and (bool(records) or self._empty_page_with_more())
         if self.total_pages is not None:
             total = extract(response.body, self.total_pages)
             if total is MISSING:
@@ -157,8 +170,7 @@ class Offset(_Walk):
         request.params[self.limit_param] = self.limit
         return request
 
-    def next(self, request: Request, response: Response, records: list[Any]) -> Request | None:
-        self._count()
+    def follow(self, request: Request, response: Response, records: list[Any]) -> Request | None:
         reached = request.params[self.offset_param] + len(records)
         if self.total is not None:
             total = extract(response.body, self.total)
@@ -196,8 +208,7 @@ class Cursor(_Walk):
         self.param = options.get("param", "cursor")
         self.seen: set[str] = set()
 
-    def next(self, request: Request, response: Response, records: list[Any]) -> Request | None:
-        self._count()
+    def follow(self, request: Request, response: Response, records: list[Any]) -> Request | None:
         cursor = extract(response.body, self.cursor)
         if cursor is MISSING or cursor is None or cursor == "":
             return None
@@ -232,8 +243,9 @@ class NextLink(_Walk):
         self.rel = options.get("rel", "next")
         self.seen: set[str] = set()
 
-    def next(self, request: Request, response: Response, records: list[Any]) -> Request | None:
-        self._count()
+    def follow(self, request: Request, response: Response, records: list[Any]) -> Request | None:
+        # The page just fetched counts as seen: a next link back to it would load it twice.
+        self.seen.add(response.url)
         link = self._header_link(response) if self.where == "header" else self._body_link(response)
         if not link:
             return None

@@ -7,6 +7,7 @@ RetriableFetchError, FatalFetchError or AuthError, and the class decides what ha
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import logging
 import ssl
@@ -15,19 +16,18 @@ import uuid
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
-from urllib.parse import urljoin
+from urllib.parse import unquote_plus, urlencode, urljoin
 
 import aiohttp
 import orjson
 
 from etrmflow.clock import Clock, utc_timestamp
 from etrmflow.components import Auth, HttpClient, Page, Paginator, Request, Response, Transport
-from etrmflow.engine.retry import Retrier
-from etrmflow.errors import AuthError, FatalFetchError, RetriableFetchError
+from etrmflow.engine.retry import Retrier, parse_retry_after
+from etrmflow.errors import AuthError, FatalFetchError, FetchError, RetriableFetchError
 from etrmflow.jsonpath import MISSING, compile_path, extract
 from etrmflow.plan import ConnectorPlan, RetryPolicy, StreamPlan
 from etrmflow.secrets import SecretStore, redact, redact_url
-from etrmflow.engine.retry import parse_retry_after
 from etrmflow.templating import TemplateEnvironment, make_functions, render_tree
 
 log = logging.getLogger("etrmflow.http")
@@ -40,6 +40,14 @@ class FetchCounters:
     retries: int = 0
     bytes: int = 0
     auth_refreshes: int = 0
+
+
+class FetchTimeout(RetriableFetchError):
+    """The request timed out (retried only while ``retry.on_timeout`` is true)."""
+
+
+class ConnectionFailed(RetriableFetchError):
+    """The connection was refused, dropped or cut mid-body (retried while ``retry.on_connection_error``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,8 +74,8 @@ class HttpSession(HttpClient):
         return url if "://" in url else urljoin(self.base_url, url.lstrip("/"))
 
     async def send_raw(self, request: Request, timeout: aiohttp.ClientTimeout | None = None) -> RawResponse:
-        url = self.absolute(request.url)
-        shown = redact_url(url)
+        url = _without_keys(self.absolute(request.url), request.params)
+        shown = _shown(url, request.params)
         resolve = self.secrets.resolve
         kwargs: dict[str, Any] = {
             "params": {k: resolve(str(v)) for k, v in request.params.items()},
@@ -82,8 +90,7 @@ class HttpSession(HttpClient):
         if request.data is not None:
             kwargs["data"] = {k: resolve(str(v)) for k, v in request.data.items()}
         if request.basic_auth is not None:
-            user, password = request.basic_auth
-            kwargs["auth"] = aiohttp.BasicAuth(resolve(user), resolve(password))
+            kwargs["headers"]["Authorization"] = _basic(*(resolve(part) for part in request.basic_auth))
         self.counters.requests += 1
         try:
             async with self.session.request(request.method, resolve(url), **kwargs) as response:
@@ -92,10 +99,11 @@ class HttpSession(HttpClient):
                 return RawResponse(status=response.status, headers=dict(response.headers), body=body,
                                    url=str(response.url))
         except asyncio.TimeoutError:
-            raise RetriableFetchError(f"{request.method} {shown} timed out", url=shown) from None
-        except aiohttp.ClientConnectionError as exc:
-            raise RetriableFetchError(f"{request.method} {shown} failed: connection error: "
-                                      f"{redact(str(exc)) or type(exc).__name__}", url=shown) from None
+            raise FetchTimeout(f"{request.method} {shown} timed out", url=shown) from None
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
+            # A payload error is a body cut short in transit: the same as a dropped connection.
+            raise ConnectionFailed(f"{request.method} {shown} failed: connection error: "
+                                   f"{redact(str(exc)) or type(exc).__name__}", url=shown) from None
         except aiohttp.ClientError as exc:
             raise FatalFetchError(f"{request.method} {shown} failed: {redact(str(exc))}", url=shown) from None
 
@@ -105,11 +113,46 @@ class HttpSession(HttpClient):
         return Response(status=raw.status, headers=raw.headers, body=_decode_lenient(raw.body), url=raw.url)
 
 
+def _without_keys(url: str, params: Mapping[str, Any]) -> str:
+    """The URL without the query keys ``params`` sets again, so they are sent once, as params say.
+
+    A vendor's next link echoes our query (an api_key, the page size); sent as is, each page
+    would add one more copy. Other pairs keep their exact encoding: cursors are opaque.
+    """
+    base, mark, query = url.partition("?")
+    if not mark or not params:
+        return url
+    kept = [pair for pair in query.split("&") if unquote_plus(pair.split("=", 1)[0]) not in params]
+    return f"{base}?{'&'.join(kept)}" if kept else base
+
+
+def _shown(url: str, params: Mapping[str, Any]) -> str:
+    """The URL as sent, query included (which page failed matters), credentials masked."""
+    if params:
+        url += ("&" if "?" in url else "?") + urlencode({k: str(v) for k, v in params.items()})
+    return redact_url(url)
+
+
+def _basic(user: str, password: str) -> str:
+    # Built by hand: aiohttp's BasicAuth helper is deprecated (aiohttp 4) and absent from 3.9.
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode("utf-8")).decode("ascii")
+
+
 def _decode_lenient(body: bytes) -> Any:
     try:
         return orjson.loads(body) if body else None
     except orjson.JSONDecodeError:
         return None
+
+
+def transport_error(error: RetriableFetchError, retry: RetryPolicy) -> FetchError:
+    """The error to raise for a timeout or connection failure: fatal if the policy says no retry."""
+    if (isinstance(error, FetchTimeout) and not retry.on_timeout) or (
+            isinstance(error, ConnectionFailed) and not retry.on_connection_error):
+        return FatalFetchError(f"{error} (not retried: retry.on_"
+                               f"{'timeout' if isinstance(error, FetchTimeout) else 'connection_error'} is false)",
+                               url=error.url, status=error.status)
+    return error
 
 
 def classify(raw: RawResponse, method: str, retry: RetryPolicy, now: Any) -> Any:
@@ -237,23 +280,31 @@ class HttpTransport(Transport):
                                         sock_read=stream.timeout.read)
         attempts = 0
         correlation = uuid.uuid4().hex[:12]
+        unauthorized = False
 
         async def attempt() -> tuple[RawResponse, Any]:
-            nonlocal attempts
+            nonlocal attempts, unauthorized
             attempts += 1
+            unauthorized = False
             prepared = request.copy()
             prepared.headers.setdefault("X-Request-ID", correlation)
             async with self._limit:
                 prepared = await self.auth.apply(prepared, client)
-                raw = await client.send_raw(prepared, timeout)
+                try:
+                    raw = await client.send_raw(prepared, timeout)
+                except RetriableFetchError as exc:
+                    raise transport_error(exc, stream.retry) from None
+            # Only the vendor's 401 to a data request earns a refresh: a token endpoint that
+            # refused our credentials will refuse them again.
+            unauthorized = raw.status == 401
             return raw, classify(raw, request.method, stream.retry, self.clock.now())
 
         retrier = Retrier(stream.retry, self.clock, on_retry=self._count_retry)
         label = f"{request.method} {redact_url(client.absolute(request.url))} [request {correlation}]"
         try:
             raw, body = await retrier.run(attempt, method=request.method, label=label)
-        except AuthError as exc:
-            if exc.status != 401 or not await self._refresh(client):
+        except AuthError:
+            if not unauthorized or not await self._refresh(client):
                 raise
             log.info("credentials refreshed after a 401; retrying %s once", label)
             raw, body = await retrier.run(attempt, method=request.method, label=label)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from typing import TypeVar
 
@@ -27,23 +27,37 @@ T = TypeVar("T")
 
 def parse_retry_after(value: str | None, now: datetime) -> float | None:
     """Seconds to wait from a Retry-After header (delta seconds or an HTTP date), or None."""
-    if not value:
+    if not value or not value.strip():
         return None
     value = value.strip()
-    if value.isdigit():
-        return float(value)
+    seconds = _delta_seconds(value)
+    if seconds is not None:
+        return seconds
     try:
         moment = parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):
         return None
     if moment is None:
         return None
+    if moment.tzinfo is None:  # "-0000" parses naive; RFC 9110 dates are UTC
+        moment = moment.replace(tzinfo=timezone.utc)
     return max((moment - now).total_seconds(), 0.0)
+
+
+def _delta_seconds(value: str) -> float | None:
+    """Delta seconds; fractions accepted, as some gateways send them (``0.5``)."""
+    if not (value.isascii() and value.replace(".", "", 1).isdigit()):
+        return None
+    return float(value)
 
 
 def backoff_delay(policy: RetryPolicy, attempt: int, rng: random.Random) -> float:
     """Wait before attempt ``attempt + 1``: min(max, initial * multiplier ** (attempt - 1)), jittered."""
-    ceiling = min(policy.max, policy.initial * policy.multiplier ** max(attempt - 1, 0))
+    try:
+        grown = policy.initial * policy.multiplier ** max(attempt - 1, 0)
+    except OverflowError:  # a large multiplier late in a long policy: the cap applies anyway
+        grown = policy.max
+    ceiling = min(policy.max, grown)
     return rng.uniform(0, ceiling) if policy.jitter == "full" else ceiling
 
 
@@ -52,8 +66,8 @@ def check_retry_after(policy: RetryPolicy, error: RetriableFetchError) -> None:
     wait = error.retry_after
     if policy.retry_after_honour and wait is not None and wait > policy.retry_after_max:
         raise FatalFetchError(
-            f"{error} and the vendor asked to wait {wait:.0f}s (Retry-After), more than "
-            f"retry.retry_after.max ({policy.retry_after_max:.0f}s); try again later or raise the maximum",
+            f"{error} and the vendor asked to wait {wait:g}s (Retry-After), more than "
+            f"retry.retry_after.max ({policy.retry_after_max:g}s); try again later or raise the maximum",
             url=error.url, status=error.status) from None
 
 

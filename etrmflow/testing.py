@@ -1,0 +1,386 @@
+"""Test kit: run the real etrmflow CLI in a temporary project against the sandbox vendor.
+
+A pytest plugin. Load it from your ``conftest.py``::
+
+    pytest_plugins = ["etrmflow.testing"]
+
+and test your own connectors, contracts and pipelines offline, over real HTTP on 127.0.0.1::
+
+    def test_trades_load_exactly_once(etrmflow_project, sandbox_vendor_factory):
+        vendor = sandbox_vendor_factory(trades=60, faults=["503:at=2"])
+        etrmflow_project.copy_from(Path(__file__).parents[1], "connectors", "contracts", "pipelines")
+        result = etrmflow_project.run("run", "pipelines/acme_trades.yml",
+                                      env={"ACME_BASE_URL": vendor.base_url})
+        assert result.exit_code == 0, result.output
+        etrmflow_project.assert_loaded_exactly(expected_trades(vendor.config), table="trades",
+                                               pipeline="acme_trades")
+
+Fixtures:
+
+* ``etrmflow_project``: an :class:`EtrmflowProject` in ``tmp_path``;
+* ``sandbox_vendor``: a :class:`~etrmflow.sandbox.ThreadedSandbox` with the default dataset
+  (250 trades, seed 7), stopped after the test;
+* ``sandbox_vendor_factory``: ``factory(config=None, *, faults=(), **fields)`` starts a sandbox
+  with your own :class:`~etrmflow.sandbox.SandboxConfig` fields (``trades=``, ``token_ttl=``,
+  ``client_secret=``, ``api_key=``...); every one it started is stopped after the test.
+
+:func:`expected_trades` and :func:`expected_settlements` say which records of a sandbox
+dataset are valid and which are broken on purpose (and how), so a test can assert that every
+record ended in exactly one place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import json
+import logging
+import os
+import shutil
+import sqlite3
+import textwrap
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from etrmflow.sandbox import SandboxConfig, ThreadedSandbox, parse_faults
+from etrmflow.sandbox.data import is_invalid_settlement, is_invalid_trade, settlement_id, trade_id
+
+__all__ = [
+    "CliResult",
+    "EtrmflowProject",
+    "ExpectedRecords",
+    "SandboxFactory",
+    "etrmflow_project",
+    "expected_settlements",
+    "expected_trades",
+    "sandbox_vendor",
+    "sandbox_vendor_factory",
+]
+
+Env = Mapping[str, "str | None"]
+"""Environment overrides for a run: a value of None unsets the variable."""
+
+
+# --- what a CLI run gave -----------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CliResult:
+    """The outcome of one in-process ``etrmflow`` command: exit code and everything printed."""
+
+    args: tuple[str, ...]
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        """stdout then stderr, handy in assertion messages: ``assert r.exit_code == 0, r.output``."""
+        return f"$ etrmflow {' '.join(self.args)}\n--- stdout ---\n{self.stdout}--- stderr ---\n{self.stderr}"
+
+    def json_logs(self) -> list[dict[str, Any]]:
+        """Every stderr line of a ``--log-format json`` run, parsed; AssertionError on a non-JSON line."""
+        entries = []
+        for number, line in enumerate(self.stderr.splitlines(), 1):
+            try:
+                entries.append(json.loads(line))
+            except json.JSONDecodeError:
+                raise AssertionError(f"stderr line {number} is not JSON: {line!r}") from None
+        return entries
+
+
+# --- what a sandbox dataset holds --------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExpectedRecords:
+    """The ids of a sandbox dataset: the valid ones, and the broken ones with their defect."""
+
+    valid: frozenset[str]
+    invalid: Mapping[str, str]
+
+    @property
+    def total(self) -> int:
+        return len(self.valid) + len(self.invalid)
+
+
+def _expected(count: int, make_id: Callable[[int], str], defect: Callable[[int], str | None]) -> ExpectedRecords:
+    valid, invalid = set(), {}
+    for i in range(count):
+        found = defect(i)
+        if found is None:
+            valid.add(make_id(i))
+        else:
+            invalid[make_id(i)] = found
+    return ExpectedRecords(valid=frozenset(valid), invalid=invalid)
+
+
+def expected_trades(config: SandboxConfig | None = None) -> ExpectedRecords:
+    """Trade ids a sandbox with this config serves: which are valid, which broken and how.
+
+    ::
+
+        expected = expected_trades(SandboxConfig(trades=60))
+        assert len(expected.invalid) == 3
+    """
+    config = config or SandboxConfig()
+    return _expected(config.trades, trade_id, lambda i: is_invalid_trade(i, config.seed))
+
+
+def expected_settlements(config: SandboxConfig | None = None) -> ExpectedRecords:
+    """Settlement ids a sandbox with this config serves (no date filter), valid and broken."""
+    config = config or SandboxConfig()
+    return _expected(config.settlements, settlement_id, lambda i: is_invalid_settlement(i, config.seed))
+
+
+# --- a project folder and the CLI run in it ----------------------------------------------------
+
+@contextlib.contextmanager
+def _environment(overrides: Env) -> Iterator[None]:
+    saved = {name: os.environ.get(name) for name in overrides}
+    try:
+        for name, value in overrides.items():
+            _set_env(name, value)
+        yield
+    finally:
+        for name, value in saved.items():
+            _set_env(name, value)
+
+
+def _set_env(name: str, value: str | None) -> None:
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value
+
+
+@contextlib.contextmanager
+def _working_directory(path: Path) -> Iterator[None]:
+    previous = Path.cwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
+
+
+@contextlib.contextmanager
+def _logging_restored() -> Iterator[None]:
+    """The CLI reconfigures the ``etrmflow`` loggers; put them back so other tests (caplog) work."""
+    loggers = [logging.getLogger("etrmflow"), logging.getLogger("aiohttp")]
+    saved = [(lg.handlers[:], lg.level, lg.propagate) for lg in loggers]
+    try:
+        yield
+    finally:
+        for lg, (handlers, level, propagate) in zip(loggers, saved):
+            lg.handlers[:], lg.level, lg.propagate = handlers, level, propagate
+
+
+class EtrmflowProject:
+    """A throwaway project folder, and the real CLI run in-process inside it.
+
+    ``env`` holds environment overrides applied to every run (None unsets a variable);
+    ``target`` is the artifacts folder relative to the root (``target`` unless the project
+    says otherwise).
+
+    ::
+
+        def test_pipeline(etrmflow_project, sandbox_vendor):
+            etrmflow_project.write({
+                "connectors/acme.yml": '''
+                    name: acme
+                    base_url: "{{ env_var('ACME_URL') }}"
+                    auth: {type: api_key, in: header, name: X-API-Key, value: "{{ secret('ACME_KEY') }}"}
+                    streams:
+                      trades:
+                        path: /api/v2/trades
+                        records: $.trades
+                        paginator: {type: cursor, cursor: $.next_cursor}
+                ''',
+                "pipelines/trades.yml": "name: trades\\nsource: {connector: acme, stream: trades}\\ncontract: trade\\n",
+            })
+            etrmflow_project.copy_from(REPO, "contracts")
+            etrmflow_project.env.update(ACME_URL=sandbox_vendor.base_url, ACME_KEY="sandbox-key")
+            result = etrmflow_project.run("run", "pipelines/trades.yml")
+            assert result.exit_code == 0, result.output
+            assert etrmflow_project.count("trades") == 238
+            assert len(etrmflow_project.dead_letters("trades")) == 12
+    """
+
+    def __init__(self, root: Path, *, env: Env | None = None, target: str = "target") -> None:
+        self.root = root
+        self.env: dict[str, str | None] = dict(env or {})
+        self.target = target
+
+    def path(self, relative: str | Path) -> Path:
+        return self.root / relative
+
+    # --- files -------------------------------------------------------------------------------
+
+    def write(self, files: Mapping[str, str]) -> None:
+        """Write project files: ``{relative path: text}``; the text is dedented."""
+        for relative, text in files.items():
+            path = self.path(relative)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
+
+    def copy_from(self, source: str | Path, *names: str) -> None:
+        """Copy files or folders (e.g. ``"connectors"``, ``"etrmflow.yml"``) from another project."""
+        for name in names:
+            origin, destination = Path(source) / name, self.path(name)
+            if origin.is_dir():
+                shutil.copytree(origin, destination, dirs_exist_ok=True)
+            else:
+                destination.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(origin, destination)
+
+    def files(self, under: str | Path = ".") -> list[Path]:
+        """Every file under the project (or under one of its folders), sorted."""
+        return sorted(p for p in self.path(under).rglob("*") if p.is_file())
+
+    def files_containing(self, needle: str | bytes, under: str | Path = ".") -> list[Path]:
+        """Files whose bytes contain ``needle`` (e.g. a secret that must never be written)::
+
+            assert etrmflow_project.files_containing(os.environ["ACME_CLIENT_SECRET"]) == []
+        """
+        raw = needle.encode() if isinstance(needle, str) else needle
+        return [p for p in self.files(under) if raw in p.read_bytes()]
+
+    # --- running -----------------------------------------------------------------------------
+
+    def run(self, *args: str, env: Env | None = None) -> CliResult:
+        """Run ``etrmflow ARGS`` in-process in the project folder; never raises for a failed run.
+
+        ``env`` adds overrides for this run only, on top of ``self.env``.
+        """
+        from etrmflow.cli.main import run_cli
+
+        stdout, stderr = io.StringIO(), io.StringIO()
+        with _environment({**self.env, **(env or {})}), _working_directory(self.root), _logging_restored(), \
+                contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            code = run_cli(list(args))
+        return CliResult(args=tuple(args), exit_code=code, stdout=stdout.getvalue(), stderr=stderr.getvalue())
+
+    # --- artifacts ---------------------------------------------------------------------------
+
+    def read_json(self, relative: str | Path) -> Any:
+        return json.loads(self.path(relative).read_text(encoding="utf-8"))
+
+    def plan(self) -> dict[str, Any]:
+        """``target/plan.json`` as written by ``compile`` or ``run``."""
+        return self.read_json(Path(self.target) / "plan.json")
+
+    def run_results(self) -> dict[str, Any]:
+        """``target/run_results.json`` of the last run."""
+        return self.read_json(Path(self.target) / "run_results.json")
+
+    def pipeline_result(self, name: str | None = None) -> dict[str, Any]:
+        """One pipeline's entry in run_results.json (the only one if ``name`` is None)."""
+        pipelines = self.run_results()["pipelines"]
+        if name is None:
+            assert len(pipelines) == 1, f"{len(pipelines)} pipelines ran; name one"
+            return pipelines[0]
+        return next(p for p in pipelines if p["name"] == name)
+
+    def dead_letters(self, pipeline: str, path: str | Path | None = None) -> list[dict[str, Any]]:
+        """The dead letters of a pipeline (default ``target/dead_letter/PIPELINE.jsonl``); [] if none."""
+        file = self.path(path or Path(self.target) / "dead_letter" / f"{pipeline}.jsonl")
+        if not file.exists():
+            return []
+        return [json.loads(line) for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+    # --- SQLite ------------------------------------------------------------------------------
+
+    def database(self, path: str | Path | None = None) -> Path:
+        return self.path(path or Path(self.target) / "etrmflow.db")
+
+    def query(self, sql: str, params: tuple[Any, ...] = (), *, database: str | Path | None = None) -> list[tuple[Any, ...]]:
+        """Rows of a read-only query on the project's SQLite database (default target/etrmflow.db)."""
+        file = self.database(database)
+        assert file.exists(), f"no database at {file}"
+        with contextlib.closing(sqlite3.connect(f"file:{file}?mode=ro", uri=True)) as connection:
+            return connection.execute(sql, params).fetchall()
+
+    def rows(self, table: str, *, database: str | Path | None = None) -> list[dict[str, Any]]:
+        """Every row of a table, as dicts."""
+        file = self.database(database)
+        with contextlib.closing(sqlite3.connect(f"file:{file}?mode=ro", uri=True)) as connection:
+            connection.row_factory = sqlite3.Row
+            return [dict(row) for row in connection.execute(f'SELECT * FROM "{table}"')]
+
+    def tables(self, *, database: str | Path | None = None) -> list[str]:
+        """Table names in the database, sorted; [] if there is no database file."""
+        if not self.database(database).exists():
+            return []
+        return [row[0] for row in self.query("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name",
+                                             database=database)]
+
+    def count(self, table: str, *, database: str | Path | None = None) -> int:
+        return self.query(f'SELECT COUNT(*) FROM "{table}"', database=database)[0][0]
+
+    def assert_loaded_exactly(self, expected: ExpectedRecords, *, table: str, pipeline: str,
+                              id_field: str = "trade_id", database: str | Path | None = None) -> None:
+        """Every valid record is in ``table`` once, every broken one in the dead letters once,
+        with at least one reason, and nothing else is in either."""
+        loaded = [row[0] for row in self.query(f'SELECT "{id_field}" FROM "{table}"', database=database)]
+        assert len(loaded) == len(set(loaded)), f"duplicate rows in {table}"
+        assert set(loaded) == expected.valid, _difference("table " + table, set(loaded), expected.valid)
+        letters = self.dead_letters(pipeline)
+        quarantined = [letter["record"].get(id_field) for letter in letters]
+        assert len(quarantined) == len(set(quarantined)), f"a record was quarantined twice: {quarantined}"
+        assert set(quarantined) == set(expected.invalid), _difference("dead letters", set(quarantined),
+                                                                      set(expected.invalid))
+        assert all(letter["violations"] for letter in letters), "a dead letter has no reason"
+
+
+def _difference(where: str, found: set[str], wanted: frozenset[str] | set[str]) -> str:
+    return (f"{where}: missing {sorted(wanted - found)[:10]}, unexpected {sorted(found - wanted)[:10]} "
+            f"({len(found)} found, {len(wanted)} expected)")
+
+
+# --- fixtures ----------------------------------------------------------------------------------
+
+SandboxFactory = Callable[..., ThreadedSandbox]
+
+
+@pytest.fixture
+def etrmflow_project(tmp_path: Path) -> EtrmflowProject:
+    """An empty etrmflow project in ``tmp_path/project`` (with an ``etrmflow.yml``)."""
+    root = tmp_path / "project"
+    root.mkdir()
+    project = EtrmflowProject(root)
+    project.write({"etrmflow.yml": "name: test_project\n"})
+    return project
+
+
+@pytest.fixture
+def sandbox_vendor_factory() -> Iterator[SandboxFactory]:
+    """Start sandbox vendors with custom settings; all are stopped after the test.
+
+    ::
+
+        vendor = sandbox_vendor_factory(trades=60, token_ttl=2, faults=["expire-tokens:at=3"])
+        vendor = sandbox_vendor_factory(SandboxConfig(seed=3), client_secret="s3cret-value")
+    """
+    started: list[ThreadedSandbox] = []
+
+    def start(config: SandboxConfig | None = None, *, faults: Any = (), **fields: Any) -> ThreadedSandbox:
+        changes = {**fields, **({"faults": parse_faults(faults)} if faults else {})}
+        vendor = ThreadedSandbox(dataclasses.replace(config or SandboxConfig(), **changes))
+        vendor.start()
+        started.append(vendor)
+        return vendor
+
+    yield start
+    for vendor in reversed(started):
+        vendor.stop()
+
+
+@pytest.fixture
+def sandbox_vendor() -> Iterator[ThreadedSandbox]:
+    """The sandbox vendor with its default dataset on 127.0.0.1; ``.base_url`` is its URL."""
+    with ThreadedSandbox(SandboxConfig()) as vendor:
+        yield vendor
