@@ -46,6 +46,14 @@ class State:
         self.run_id = uuid.uuid4().hex[:16]
         self.target_dir: Path | None = None
         self.crash_dir = Path("target")
+        self.log_format = "text"
+
+    def report(self, message: str, **fields: Any) -> None:
+        """An error for the person or machine reading stderr: plain text, or a JSON log line."""
+        if self.log_format == "json":
+            log.error(message, extra=fields)
+        else:
+            click.echo(redact(message), err=True)
 
 
 def parse_vars(text: str | None) -> dict[str, Any]:
@@ -72,6 +80,7 @@ def cli(ctx: click.Context, log_level: str, log_format: str) -> None:
     from etrmflow.cli.logs import configure_logging
 
     state = ctx.ensure_object(State)
+    state.log_format = log_format
     configure_logging(level=log_level, fmt=log_format, run_id=state.run_id)
 
 
@@ -94,23 +103,25 @@ def run_cli(argv: list[str] | None = None) -> int:
         click.echo("Interrupted.", err=True)
         return ExitCode.INTERRUPTED
     except ConfigError as exc:
-        _report_config_error(exc)
+        _report_config_error(state, exc)
         return ExitCode.CONFIG_ERROR
     except PluginError as exc:
-        click.echo(f"Plugin error: {redact(str(exc))}", err=True)
+        state.report(f"Plugin error: {exc}", error_type="PluginError")
         return ExitCode.CONFIG_ERROR
     except EtrmflowError as exc:
-        click.echo(f"Error: {redact(str(exc))}", err=True)
+        state.report(f"Error: {exc}", error_type=type(exc).__name__)
         return exc.exit_code
     except Exception:  # a bug: say so, keep the evidence, never show a secret
         return _crash(state)
 
 
-def _report_config_error(exc: ConfigError) -> None:
+def _report_config_error(state: State, exc: ConfigError) -> None:
     for issue in exc.issues:
-        click.echo(redact(str(issue)), err=True)
+        location = issue.location
+        state.report(str(issue), error_type=type(exc).__name__, file=location.file, line=location.line,
+                     column=location.column, key_path=issue.key_path)
     count = len(exc.issues)
-    click.echo(f"{count} problem{'s' if count != 1 else ''} found; nothing was fetched.", err=True)
+    state.report(f"{count} problem{'s' if count != 1 else ''} found; nothing was fetched.")
 
 
 def _crash(state: State) -> int:
@@ -124,8 +135,8 @@ def _crash(state: State) -> int:
     except OSError:
         where = ""
     last = text.strip().splitlines()[-1] if text.strip() else "unknown error"
-    click.echo(f"Internal error: {last}{where}. This is a bug in etrmflow or a plugin; please report it "
-               f"with the crash log.", err=True)
+    state.report(f"Internal error: {last}{where}. This is a bug in etrmflow or a plugin; please report it "
+                 f"with the crash log.", error_type="InternalError")
     return ExitCode.INTERNAL_ERROR
 
 

@@ -126,6 +126,8 @@ def _fail(result: PipelineResult, exc: BaseException) -> None:
     if result.error is None:
         result.error = redact(str(exc))
         result.error_type = type(exc).__name__
+        log.error("pipeline %s failed: %s", result.name, result.error,
+                  extra={"pipeline": result.name, "error_type": result.error_type})
 
 
 _DONE = object()
