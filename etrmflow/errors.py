@@ -8,6 +8,7 @@ The class of an exception decides what the engine does with it::
     ├── SecretMissing          a secret() the run needs is not set            -> exit 2
     ├── FetchError             a request failed for good                      -> exit 1
     │   ├── RetriableFetchError    429/5xx/timeouts/dropped connections: tenacity retries it
+    │   ├── RetriesExhausted       a retriable failure that outlasted the retry policy
     │   ├── FatalFetchError        4xx, malformed body, token refused: not retried
     │   │   └── AuthError          the vendor refused our credentials
     │   └── PaginationError        a walk that loops, never stops or ends short
@@ -116,6 +117,10 @@ class RetriableFetchError(FetchError):
                  retry_after: float | None = None) -> None:
         super().__init__(message, url=url, status=status)
         self.retry_after = retry_after
+
+
+class RetriesExhausted(FetchError):
+    """A retriable failure persisted through every attempt the retry policy allows."""
 
 
 class FatalFetchError(FetchError):

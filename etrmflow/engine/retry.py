@@ -17,7 +17,7 @@ from typing import TypeVar
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
 from etrmflow.clock import Clock
-from etrmflow.errors import FatalFetchError, RetriableFetchError
+from etrmflow.errors import FatalFetchError, RetriableFetchError, RetriesExhausted
 from etrmflow.plan import RetryPolicy
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -109,7 +109,15 @@ class Retrier:
             stop=stop_after_attempt(self.policy.max_attempts if retry_allowed else 1),
             wait=self._wait, retry=retry_if_exception(retriable), sleep=self.clock.sleep,
             before_sleep=lambda state: self._before_sleep(state, label), reraise=True)
-        async for trial in retrying:
-            with trial:
-                return await attempt()
+        try:
+            async for trial in retrying:
+                with trial:
+                    return await attempt()
+        except RetriableFetchError as error:
+            attempts = retrying.statistics.get("attempt_number", 1)
+            if not retry_allowed:
+                raise FatalFetchError(f"{error} ({method} is not idempotent and declares no idempotency "
+                                      f"key, so it is not retried)", url=error.url, status=error.status) from error
+            raise RetriesExhausted(f"gave up after {attempts} attempts: {error}", url=error.url,
+                                   status=error.status) from error
         raise AssertionError("unreachable: tenacity either returns or reraises")

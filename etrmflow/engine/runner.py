@@ -100,10 +100,12 @@ async def run_pipeline(plan: Plan, pipeline: PipelinePlan, registry: Registry, o
         result.dead_letter = processor.dead_letter.describe()
         await loop.run_in_executor(executor, processor.open)
         transport = build_transport(plan, pipeline, registry, options)
-        await _stream_pages(transport, pipeline, processor, executor, result)
-        counters = transport.counters
-        result.counts.requests, result.counts.retries, result.counts.bytes = (
-            counters.requests, counters.retries, counters.bytes)
+        try:
+            await _stream_pages(transport, pipeline, processor, executor, result)
+        finally:
+            counters = transport.counters
+            result.counts.requests, result.counts.retries, result.counts.bytes = (
+                counters.requests, counters.retries, counters.bytes)
         _check_accounting(result)
         _check_thresholds(pipeline, result)
         ok = True

@@ -87,7 +87,8 @@ def test_attempts_run_out_after_max_attempts(etrmflow_project: EtrmflowProject,
 
     assert code == 1
     assert [(attempt, wait) for attempt, wait, _ in retries] == [("2", "0.01"), ("3", "0.02"), ("4", "0.04")]
-    assert project.pipeline_result()["error"].endswith("answered 503")
+    error = project.pipeline_result()["error"]
+    assert error.startswith("gave up after 4 attempts: GET ") and error.endswith("answered 503")
     assert vendor.stats()["data_requests"] == 1 + 4
 
 

@@ -144,7 +144,7 @@ def test_json_logs_of_a_failed_run_are_json_too(etrmflow_project: EtrmflowProjec
     assert result.exit_code == 1, result.output
     events = assert_json_lines(result)
     assert [e["level"] for e in events] == ["warning"] * 3 + ["error"]
-    assert events[-1]["pipeline"] == "trades" and events[-1]["error_type"] == "RetriableFetchError"
+    assert events[-1]["pipeline"] == "trades" and events[-1]["error_type"] == "RetriesExhausted"
 
 
 def test_json_logs_of_a_config_error_are_json_too(etrmflow_project: EtrmflowProject) -> None:

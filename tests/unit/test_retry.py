@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from etrmflow.clock import FakeClock
 from etrmflow.engine.retry import Retrier, backoff_delay, check_retry_after, parse_retry_after
-from etrmflow.errors import FatalFetchError, RetriableFetchError
+from etrmflow.errors import FatalFetchError, RetriableFetchError, RetriesExhausted
 from etrmflow.plan import RetryPolicy
 
 CLOCK = FakeClock()
@@ -142,14 +142,15 @@ def test_a_retry_after_beyond_the_maximum_stops_without_sleeping() -> None:
     assert calls == [1]
 
 
-def test_the_last_error_is_raised_when_attempts_run_out() -> None:
+def test_running_out_of_attempts_says_so_and_keeps_the_last_error() -> None:
     last = RetriableFetchError("GET /t answered 503 (4th time)", status=503)
     attempt, calls = failing(throttled(None), throttled(None), throttled(None), last, throttled(None))
 
-    with pytest.raises(RetriableFetchError) as caught:
+    with pytest.raises(RetriesExhausted) as caught:
         run(EXACT, attempt)
 
-    assert (caught.value, calls) == (last, [1, 2, 3, 4])
+    assert str(caught.value) == "gave up after 4 attempts: GET /t answered 503 (4th time)"
+    assert (caught.value.__cause__, caught.value.status, calls) == (last, 503, [1, 2, 3, 4])
 
 
 def test_a_fatal_error_is_not_retried() -> None:
@@ -163,7 +164,7 @@ def test_a_fatal_error_is_not_retried() -> None:
 
 def test_a_non_idempotent_request_is_not_retried_unless_declared_safe() -> None:
     attempt, calls = failing(throttled(None))
-    with pytest.raises(RetriableFetchError):
+    with pytest.raises(FatalFetchError, match="POST is not idempotent and declares no idempotency key"):
         run(EXACT, attempt, method="POST")
     assert calls == [1]
 
