@@ -293,6 +293,10 @@ class Paginator(Component):
     def next(self, request: Request, response: Response, records: list[Any]) -> Request | None:
         raise NotImplementedError
 
+    def template_context(self, request: Request) -> dict[str, Any]:
+        """Names this paginator offers to request-time templates (e.g. ``cursor``)."""
+        return {}
+
 
 class HttpClient:
     """What auth components may call: send a request (secrets resolved at the last moment)."""

@@ -208,6 +208,9 @@ class Cursor(_Walk):
         self.param = options.get("param", "cursor")
         self.seen: set[str] = set()
 
+    def template_context(self, request: Request) -> dict[str, Any]:
+        return {"cursor": request.params.get(self.param)}
+
     def follow(self, request: Request, response: Response, records: list[Any]) -> Request | None:
         cursor = extract(response.body, self.cursor)
         if cursor is MISSING or cursor is None or cursor == "":

@@ -20,6 +20,7 @@ from urllib.parse import unquote_plus, urlencode, urljoin
 
 import aiohttp
 import orjson
+from jinja2 import TemplateError
 
 from etrmflow.clock import Clock, utc_timestamp
 from etrmflow.components import Auth, HttpClient, Page, Paginator, Request, Response, Transport
@@ -28,7 +29,7 @@ from etrmflow.errors import AuthError, FatalFetchError, FetchError, RetriableFet
 from etrmflow.jsonpath import MISSING, compile_path, extract
 from etrmflow.plan import ConnectorPlan, RetryPolicy, StreamPlan
 from etrmflow.secrets import SecretStore, redact, redact_url
-from etrmflow.templating import TemplateEnvironment, make_functions, render_tree
+from etrmflow.templating import MissingValue, TemplateEnvironment, make_functions, render_tree
 
 log = logging.getLogger("etrmflow.http")
 _BODY_EXCERPT = 200
@@ -251,17 +252,16 @@ class HttpTransport(Transport):
         assert self.client is not None, "use the transport as an async context manager"
         paginator: Paginator = self.paginator_factory(stream.paginator)
         records_path = compile_path(stream.records)
-        context = {**make_functions(vars=self.vars, environ=self.secrets.environ), "page": None, "cursor": None,
-                   "offset": None}
+        functions = make_functions(vars=self.vars, environ=self.secrets.environ)
         request: Request | None = paginator.first(Request(
-            method=stream.method, url=stream.path,
-            params=dict(render_tree(self._templates, stream.params, context)),
-            headers={k: str(v) for k, v in render_tree(self._templates, stream.headers, context).items()},
-            json=render_tree(self._templates, stream.body, context)))
-        index = 0
+            method=stream.method, url=stream.path, params=dict(stream.params),
+            headers={k: str(v) for k, v in stream.headers.items()}, json=stream.body))
+        index = offset = 0
         while request is not None:
             started = time.perf_counter()
-            raw, body, attempts = await self.fetch(request, stream)
+            context = {**functions, "page": index + 1, "offset": offset, "cursor": None,
+                       **paginator.template_context(request)}
+            raw, body, attempts = await self.fetch(self._render(request, context), stream)
             records = _records(body, records_path, stream.records, raw)
             yield Page(connector=self.connector.name, stream=stream.name, partition="", index=index,
                        method=request.method, url=redact_url(raw.url), status=raw.status,
@@ -271,6 +271,20 @@ class HttpTransport(Transport):
             response = Response(status=raw.status, headers=raw.headers, body=body, url=raw.url)
             request = paginator.next(request, response, records)
             index += 1
+            offset += len(records)
+
+    def _render(self, request: Request, context: dict[str, Any]) -> Request:
+        """The request with its request-time templates (page, cursor, offset) rendered."""
+        rendered = request.copy()
+        templates = self._templates
+        try:
+            rendered.url = str(render_tree(templates, request.url, context))
+            rendered.params = render_tree(templates, request.params, context)
+            rendered.headers = {k: str(v) for k, v in render_tree(templates, request.headers, context).items()}
+            rendered.json = render_tree(templates, request.json, context)
+        except (TemplateError, MissingValue) as exc:
+            raise FatalFetchError(f"a request-time template of this stream failed: {exc}") from None
+        return rendered
 
     async def fetch(self, request: Request, stream: StreamPlan) -> tuple[RawResponse, Any, int]:
         """Send with auth, retries and one credential refresh after a 401."""

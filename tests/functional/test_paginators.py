@@ -105,3 +105,23 @@ def test_max_pages_equal_to_the_walk_is_enough(etrmflow_project: EtrmflowProject
 
     assert result.exit_code == 0, result.output
     assert_every_trade_once(project, vendor, pages=FULL_PAGES)
+
+
+
+def test_request_time_templates_render_per_request(etrmflow_project: EtrmflowProject,
+                                                   sandbox_vendor_factory: SandboxFactory) -> None:
+    """The vendor's offset comes from a template over the walk's page number, rendered per request."""
+    vendor = sandbox_vendor_factory(trades=TRADES)
+    project = sandbox_project(
+        etrmflow_project, vendor, auth="{type: bearer, token: sandbox-token}",
+        path="/api/v2/trades/offset", records="$.items",
+        params="{limit: 10, offset: \"{{ (page - 1) * 10 }}\", seen: \"{{ offset }}\"}",
+        paginator="{type: page_number, param: pg}")
+
+    result = project.run("run", "pipelines/trades.yml")
+
+    assert result.exit_code == 0, result.output
+    # 7 pages of records, then the empty 8th page ends the walk: every trade exactly once
+    assert_every_trade_once(project, vendor, pages=8)
+    plan_params = project.plan()["pipelines"][0]["stream"]["params"]
+    assert plan_params["offset"] == "{{ (page - 1) * 10 }}"  # stays a template in the plan
