@@ -42,6 +42,23 @@ class TimeoutPolicy:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class BreakerPolicy:
+    failure_threshold: int = 5
+    """Consecutive failures that open the breaker."""
+    cooldown: float = 60.0
+    failure_ratio: float | None = None
+    """Alternatively: open when failures / outcomes over the last ``window`` requests exceed this."""
+    window: int = 20
+    enabled: bool = True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RatePolicy:
+    requests: int
+    per: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class StreamPlan:
     name: str
     method: str
