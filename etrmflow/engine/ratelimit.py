@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from dataclasses import dataclass
 
 from etrmflow.clock import Clock
 from etrmflow.plan import RatePolicy

@@ -1,0 +1,175 @@
+"""HTTP requests for one connector: secrets resolved at the last moment, responses classified.
+
+Error classification happens here and only here: a status or exception becomes a
+RetriableFetchError, FatalFetchError or AuthError, and the class decides what happens next.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote_plus, urlencode, urljoin
+
+import aiohttp
+import orjson
+
+from etrmflow.clock import Clock
+from etrmflow.components import HttpClient, Request, Response
+from etrmflow.engine.retry import parse_retry_after
+from etrmflow.errors import AuthError, FatalFetchError, FetchError, RetriableFetchError
+from etrmflow.plan import RetryPolicy
+from etrmflow.secrets import SecretStore, redact, redact_url
+
+log = logging.getLogger("etrmflow.http")
+_BODY_EXCERPT = 200
+
+
+@dataclass(slots=True)
+class FetchCounters:
+    requests: int = 0
+    retries: int = 0
+    bytes: int = 0
+    auth_refreshes: int = 0
+
+
+class FetchTimeout(RetriableFetchError):
+    """The request timed out (retried only while ``retry.on_timeout`` is true)."""
+
+
+class ConnectionFailed(RetriableFetchError):
+    """The connection was refused, dropped or cut mid-body (retried while ``retry.on_connection_error``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RawResponse:
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+    url: str
+
+
+class HttpSession(HttpClient):
+    """Sends requests for one connector; secrets are resolved here, at the last moment."""
+
+    def __init__(self, session: aiohttp.ClientSession, *, base_url: str, secrets: SecretStore,
+                 clock: Clock, counters: FetchCounters, ssl_context: ssl.SSLContext | bool) -> None:
+        self.session = session
+        self.base_url = base_url.rstrip("/") + "/"
+        self.secrets = secrets
+        self.clock = clock
+        self.counters = counters
+        self.ssl = ssl_context
+
+    def absolute(self, url: str) -> str:
+        return url if "://" in url else urljoin(self.base_url, url.lstrip("/"))
+
+    async def send_raw(self, request: Request, timeout: aiohttp.ClientTimeout | None = None) -> RawResponse:
+        url = _without_keys(self.absolute(request.url), request.params)
+        shown = _shown(url, request.params)
+        resolve = self.secrets.resolve
+        kwargs: dict[str, Any] = {
+            "params": {k: resolve(str(v)) for k, v in request.params.items()},
+            "headers": {k: resolve(str(v)) for k, v in request.headers.items()},
+            "ssl": self.ssl,
+        }
+        if timeout is not None:
+            kwargs["timeout"] = timeout
+        if request.json is not None:
+            kwargs["data"] = orjson.dumps(request.json)
+            kwargs["headers"].setdefault("Content-Type", "application/json")
+        if request.data is not None:
+            kwargs["data"] = {k: resolve(str(v)) for k, v in request.data.items()}
+        if request.basic_auth is not None:
+            kwargs["headers"]["Authorization"] = _basic(*(resolve(part) for part in request.basic_auth))
+        self.counters.requests += 1
+        try:
+            async with self.session.request(request.method, resolve(url), **kwargs) as response:
+                body = await response.read()
+                self.counters.bytes += len(body)
+                return RawResponse(status=response.status, headers=dict(response.headers), body=body,
+                                   url=str(response.url))
+        except asyncio.TimeoutError:
+            raise FetchTimeout(f"{request.method} {shown} timed out", url=shown) from None
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
+            # A payload error is a body cut short in transit: the same as a dropped connection.
+            raise ConnectionFailed(f"{request.method} {shown} failed: connection error: "
+                                   f"{redact(str(exc)) or type(exc).__name__}", url=shown) from None
+        except aiohttp.ClientError as exc:
+            raise FatalFetchError(f"{request.method} {shown} failed: {redact(str(exc))}", url=shown) from None
+
+    async def send(self, request: Request) -> Response:
+        """One attempt, JSON decoded; used by auth for token requests."""
+        raw = await self.send_raw(request)
+        return Response(status=raw.status, headers=raw.headers, body=_decode_lenient(raw.body), url=raw.url)
+
+
+def _without_keys(url: str, params: Mapping[str, Any]) -> str:
+    """The URL without the query keys ``params`` sets again, so they are sent once, as params say.
+
+    A vendor's next link echoes our query (an api_key, the page size); sent as is, each page
+    would add one more copy. Other pairs keep their exact encoding: cursors are opaque.
+    """
+    base, mark, query = url.partition("?")
+    if not mark or not params:
+        return url
+    kept = [pair for pair in query.split("&") if unquote_plus(pair.split("=", 1)[0]) not in params]
+    return f"{base}?{'&'.join(kept)}" if kept else base
+
+
+def _shown(url: str, params: Mapping[str, Any]) -> str:
+    """The URL as sent, query included (which page failed matters), credentials masked."""
+    if params:
+        url += ("&" if "?" in url else "?") + urlencode({k: str(v) for k, v in params.items()})
+    return redact_url(url)
+
+
+def _basic(user: str, password: str) -> str:
+    # Built by hand: aiohttp's BasicAuth helper is deprecated (aiohttp 4) and absent from 3.9.
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode("utf-8")).decode("ascii")
+
+
+def _decode_lenient(body: bytes) -> Any:
+    try:
+        return orjson.loads(body) if body else None
+    except orjson.JSONDecodeError:
+        return None
+
+
+def transport_error(error: RetriableFetchError, retry: RetryPolicy) -> FetchError:
+    """The error to raise for a timeout or connection failure: fatal if the policy says no retry."""
+    if (isinstance(error, FetchTimeout) and not retry.on_timeout) or (
+            isinstance(error, ConnectionFailed) and not retry.on_connection_error):
+        return FatalFetchError(f"{error} (not retried: retry.on_"
+                               f"{'timeout' if isinstance(error, FetchTimeout) else 'connection_error'} is false)",
+                               url=error.url, status=error.status)
+    return error
+
+
+def classify(raw: RawResponse, method: str, retry: RetryPolicy, now: Any) -> Any:
+    """Decode a response or raise the exception class that decides its fate."""
+    shown = redact_url(raw.url)
+    if raw.status == 401:
+        raise AuthError(f"{method} {shown} answered 401 Unauthorized: {_excerpt(raw.body)}", url=shown, status=401)
+    if raw.status in retry.on_status:
+        wait = parse_retry_after(raw.headers.get("Retry-After"), now)
+        raise RetriableFetchError(f"{method} {shown} answered {raw.status}", url=shown, status=raw.status,
+                                  retry_after=wait)
+    if raw.status >= 400:
+        raise FatalFetchError(f"{method} {shown} answered {raw.status}: {_excerpt(raw.body)}", url=shown,
+                              status=raw.status)
+    try:
+        return orjson.loads(raw.body) if raw.body else None
+    except orjson.JSONDecodeError as exc:
+        # A truncated body is usually a broken transfer: worth another attempt.
+        raise RetriableFetchError(f"{method} {shown} returned malformed JSON ({exc})", url=shown,
+                                  status=raw.status) from None
+
+
+def _excerpt(body: bytes) -> str:
+    text = body[:_BODY_EXCERPT].decode("utf-8", "replace").strip()
+    return redact(text + ("..." if len(body) > _BODY_EXCERPT else "")) or "(empty body)"
