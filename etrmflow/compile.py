@@ -12,7 +12,7 @@ from etrmflow import __version__
 from etrmflow.config.project import Loaded, Project, ResolvedPipeline
 from etrmflow.durations import parse_duration
 from etrmflow.plan import (
-    ComponentPlan, ConnectorPlan, ContractPlan, InvalidPolicy, PipelinePlan, Plan, RetryPolicy,
+    BreakerPolicy, ComponentPlan, ConnectorPlan, ContractPlan, InvalidPolicy, PipelinePlan, Plan, RatePolicy, RetryPolicy,
     StreamPlan, TimeoutPolicy,
 )
 
@@ -82,13 +82,29 @@ def _connector(loaded: Loaded) -> ConnectorPlan:
         headers=dict(data.get("headers") or {}), params=dict(data.get("params") or {}),
         tls_verify=tls.get("verify", True), ca_bundle=tls.get("ca_bundle"),
         concurrency=defaults.get("concurrency", DEFAULT_CONCURRENCY),
+        rate_limit=tuple(_rate(block) for block in _as_list(defaults.get("rate_limit"))),
     )
+
+
+def _as_list(value: Any) -> list[Any]:
+    return [] if value is None else value if isinstance(value, list) else [value]
+
+
+def _rate(block: Mapping[str, Any]) -> RatePolicy:
+    return RatePolicy(requests=block["requests"], per=parse_duration(block.get("per", "1s")))
+
+
+def _breaker(block: Mapping[str, Any]) -> BreakerPolicy:
+    fields = {k: v for k, v in block.items() if k in ("failure_threshold", "failure_ratio", "window", "enabled")}
+    if "cooldown" in block:
+        fields["cooldown"] = parse_duration(block["cooldown"])
+    return BreakerPolicy(**fields)
 
 
 def _stream(connector_data: Mapping[str, Any], source: Mapping[str, Any], connector: ConnectorPlan) -> StreamPlan:
     stream = connector_data["streams"][source["stream"]]
     defaults = connector_data.get("defaults") or {}
-    policy = _merge(defaults, {k: v for k, v in stream.items() if k in ("concurrency", "timeout", "retry")})
+    policy = _merge(defaults, {k: v for k, v in stream.items() if k in ("concurrency", "timeout", "retry", "breaker")})
     return StreamPlan(
         name=source["stream"], method=stream.get("method", "GET"), path=stream["path"],
         params={**connector.params, **(stream.get("params") or {}), **(source.get("params") or {})},
@@ -98,6 +114,7 @@ def _stream(connector_data: Mapping[str, Any], source: Mapping[str, Any], connec
         concurrency=min(policy.get("concurrency", connector.concurrency), connector.concurrency),
         timeout=_timeout(policy.get("timeout") or {}),
         retry=_retry(policy.get("retry") or {}),
+        breaker=_breaker(policy.get("breaker") or {}),
     )
 
 

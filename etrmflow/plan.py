@@ -72,6 +72,7 @@ class StreamPlan:
     concurrency: int
     timeout: TimeoutPolicy
     retry: RetryPolicy
+    breaker: BreakerPolicy = BreakerPolicy()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -86,6 +87,7 @@ class ConnectorPlan:
     tls_verify: bool
     ca_bundle: str | None
     concurrency: int
+    rate_limit: tuple[RatePolicy, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -113,16 +113,17 @@ class CircuitBreaker:
 class BreakerBoard:
     """One breaker per endpoint (method and URL without its query), created on first use."""
 
-    def __init__(self, policy: BreakerPolicy, clock: Clock) -> None:
-        self.policy = policy
+    def __init__(self, clock: Clock, policy: BreakerPolicy | None = None) -> None:
         self.clock = clock
+        self.policy = policy or BreakerPolicy()
         self.transitions: list[Transition] = []
         self._breakers: dict[str, CircuitBreaker] = {}
 
-    def for_endpoint(self, endpoint: str) -> CircuitBreaker:
+    def for_endpoint(self, endpoint: str, policy: BreakerPolicy | None = None) -> CircuitBreaker:
+        """The endpoint's breaker; the policy of its first user applies."""
         breaker = self._breakers.get(endpoint)
         if breaker is None:
-            breaker = CircuitBreaker(endpoint=endpoint, policy=self.policy, clock=self.clock,
+            breaker = CircuitBreaker(endpoint=endpoint, policy=policy or self.policy, clock=self.clock,
                                      transitions=self.transitions)
             self._breakers[endpoint] = breaker
         return breaker

@@ -20,8 +20,10 @@ from etrmflow.components import Auth, Page, Paginator, Request, Response, Transp
 from etrmflow.engine.http_client import (
     FetchCounters, HttpSession, RawResponse, classify, transport_error,
 )
+from etrmflow.engine.breaker import BreakerBoard
+from etrmflow.engine.ratelimit import RateLimiter
 from etrmflow.engine.retry import Retrier
-from etrmflow.errors import AuthError, FatalFetchError, RetriableFetchError
+from etrmflow.errors import AuthError, FatalFetchError, FetchError, RetriableFetchError
 from etrmflow.jsonpath import MISSING, compile_path, extract
 from etrmflow.plan import ConnectorPlan, StreamPlan
 from etrmflow.secrets import SecretStore, redact_url
@@ -58,6 +60,8 @@ class HttpTransport(Transport):
         self.vars = vars
         self.paginator_factory = paginator_factory
         self.counters = FetchCounters()
+        self.breakers = BreakerBoard(clock)
+        self.quota = RateLimiter(list(connector.rate_limit), clock)
         self._sandbox: Any = None
         self._session: aiohttp.ClientSession | None = None
         self.client: HttpSession | None = None
@@ -146,22 +150,33 @@ class HttpTransport(Transport):
         correlation = uuid.uuid4().hex[:12]
         unauthorized = False
 
+        endpoint = f"{request.method} {redact_url(client.absolute(request.url)).split('?')[0]}"
+        breaker = self.breakers.for_endpoint(endpoint, stream.breaker)
+
         async def attempt() -> tuple[RawResponse, Any]:
             nonlocal attempts, unauthorized
+            probe = breaker.before_request()  # fails fast, without calling the vendor, while open
             attempts += 1
             unauthorized = False
             prepared = request.copy()
             prepared.headers.setdefault("X-Request-ID", correlation)
-            async with self._limit:
-                prepared = await self.auth.apply(prepared, client)
-                try:
-                    raw = await client.send_raw(prepared, timeout)
-                except RetriableFetchError as exc:
-                    raise transport_error(exc, stream.retry) from None
-            # Only the vendor's 401 to a data request earns a refresh: a token endpoint that
-            # refused our credentials will refuse them again.
-            unauthorized = raw.status == 401
-            return raw, classify(raw, request.method, stream.retry, self.clock.now())
+            try:
+                async with self._limit:
+                    await self.quota.acquire()
+                    prepared = await self.auth.apply(prepared, client)
+                    try:
+                        raw = await client.send_raw(prepared, timeout)
+                    except RetriableFetchError as exc:
+                        raise transport_error(exc, stream.retry) from None
+                # Only the vendor's 401 to a data request earns a refresh: a token endpoint that
+                # refused our credentials will refuse them again.
+                unauthorized = raw.status == 401
+                decoded = classify(raw, request.method, stream.retry, self.clock.now())
+            except FetchError as exc:
+                breaker.record(not _endpoint_failure(exc), probe=probe)
+                raise
+            breaker.record(True, probe=probe)
+            return raw, decoded
 
         retrier = Retrier(stream.retry, self.clock, on_retry=self._count_retry)
         label = f"{request.method} {redact_url(client.absolute(request.url))} [request {correlation}]"
@@ -180,6 +195,11 @@ class HttpTransport(Transport):
     async def _refresh(self, client: HttpSession) -> bool:
         self.counters.auth_refreshes += 1
         return await self.auth.refresh(client)
+
+
+def _endpoint_failure(error: FetchError) -> bool:
+    """Failures that say the endpoint is unwell (and count towards opening its breaker)."""
+    return isinstance(error, RetriableFetchError) or (error.status or 0) >= 500
 
 
 def _records(body: Any, path: tuple[str | int, ...], shown_path: str, raw: RawResponse) -> list[Any]:

@@ -154,10 +154,13 @@ async def _stream_pages(transport: Any, pipeline: PipelinePlan, processor: PageP
 
 
 async def _produce(transport: Any, pipeline: PipelinePlan, queue: asyncio.Queue[Any]) -> None:
+    """Fetch pages into the queue; whatever stops the walk, the consumer hears of it."""
     try:
         async for page in transport.pages(pipeline.stream):
             await queue.put(page)
-    except EtrmflowError as exc:
+    except asyncio.CancelledError:
+        raise
+    except BaseException as exc:  # a bug must surface as a crash, never as a silent hang
         await queue.put(exc)
         return
     await queue.put(_DONE)

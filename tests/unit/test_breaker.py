@@ -11,7 +11,7 @@ from etrmflow.plan import BreakerPolicy
 
 def board(**policy: object) -> tuple[BreakerBoard, FakeClock]:
     clock = FakeClock()
-    return BreakerBoard(BreakerPolicy(**policy), clock), clock  # type: ignore[arg-type]
+    return BreakerBoard(clock, BreakerPolicy(**policy)), clock  # type: ignore[arg-type]
 
 
 def fail(breaker, times: int = 1) -> None:  # type: ignore[no-untyped-def]
