@@ -30,6 +30,15 @@ def _require(frame: pd.DataFrame, columns: list[str], step: str) -> None:
         raise StepError(f"{step}: no column {', '.join(missing)} (columns: {', '.join(map(str, frame.columns))})")
 
 
+def _column_expression(text: str) -> Any:
+    """A compiled expression that can run on whole columns (fails now, not mid-run, if not)."""
+    from etrmflow.expr import compile_expression
+
+    expression = compile_expression(text)
+    expression.check_frame_support()
+    return expression
+
+
 class Rename(Transform):
     """Rename columns.
 
@@ -117,7 +126,7 @@ class ParseTimestamps(Transform):
     type_name: ClassVar[str] = "parse_timestamps"
     options_schema: ClassVar[dict[str, Any]] = _object({
         "columns": _COLUMNS,
-        "assume_tz": {"type": "string", "description": "IANA zone of values without an offset."},
+        "assume_tz": {"type": "string", "format": "timezone", "description": "IANA zone of values without an offset."},
         "ambiguous": {"enum": ["raise", "earliest", "latest"],
                       "description": "The repeated hour at the autumn change, for naive values (default raise)."},
     }, ["columns"])
@@ -148,8 +157,9 @@ class ToLocalTime(Transform):
     """
 
     type_name: ClassVar[str] = "to_local_time"
-    options_schema: ClassVar[dict[str, Any]] = _object({"columns": _COLUMNS, "tz": {"type": "string"}},
-                                                       ["columns", "tz"])
+    options_schema: ClassVar[dict[str, Any]] = _object(
+        {"columns": _COLUMNS, "tz": {"type": "string", "format": "timezone", "description": "IANA zone, e.g. Europe/Berlin."}},
+        ["columns", "tz"])
 
     def apply(self, frame: pd.DataFrame) -> pd.DataFrame:
         columns = list(self.options["columns"])
@@ -176,13 +186,12 @@ class Derive(Transform):
 
     type_name: ClassVar[str] = "derive"
     options_schema: ClassVar[dict[str, Any]] = _object(
-        {"columns": {"type": "object", "minProperties": 1, "additionalProperties": {"type": "string"}}}, ["columns"])
+        {"columns": {"type": "object", "minProperties": 1,
+                     "additionalProperties": {"type": "string", "format": "expression"}}}, ["columns"])
 
     def __init__(self, options: Any, *, project_dir: str = ".") -> None:
         super().__init__(options, project_dir=project_dir)
-        from etrmflow.expr import compile_expression
-
-        self.expressions = {name: compile_expression(text) for name, text in options["columns"].items()}
+        self.expressions = {name: _column_expression(text) for name, text in options["columns"].items()}
 
     def apply(self, frame: pd.DataFrame) -> pd.DataFrame:
         frame = frame.copy()
@@ -202,13 +211,12 @@ class Filter(Transform):
     """
 
     type_name: ClassVar[str] = "filter"
-    options_schema: ClassVar[dict[str, Any]] = _object({"where": {"type": "string"}}, ["where"])
+    options_schema: ClassVar[dict[str, Any]] = _object({"where": {"type": "string", "format": "expression"}},
+                                                       ["where"])
 
     def __init__(self, options: Any, *, project_dir: str = ".") -> None:
         super().__init__(options, project_dir=project_dir)
-        from etrmflow.expr import compile_expression
-
-        self.expression = compile_expression(options["where"])
+        self.expression = _column_expression(options["where"])
 
     def apply(self, frame: pd.DataFrame) -> pd.DataFrame:
         mask = self.expression.evaluate_frame(frame)

@@ -49,8 +49,9 @@ def build_format_checker(checkers: Mapping[str, Callable[[Any], bool]]) -> jsons
 class JsonSchemaValidator(Validator):
     """Checks each record against the contract's JSON Schema (draft 2020-12), formats included.
 
-    The schema comes from the contract, so the step takes no options. Each violation names
-    the JSON pointer of the offending value and the schema keyword that failed::
+    Applied to every contract that has a ``schema``; it takes no options and need not be
+    listed under ``validators``. Each violation names the JSON pointer of the offending value
+    and the schema keyword that failed::
 
         # contracts/trades.yml
         schema:
@@ -58,8 +59,6 @@ class JsonSchemaValidator(Validator):
           required: [trade_id, counterparty_lei]
           properties:
             counterparty_lei: {type: string, format: lei}
-        validators:
-          - type: json_schema
     """
 
     type_name = "json_schema"

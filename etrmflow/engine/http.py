@@ -62,6 +62,7 @@ class HttpTransport(Transport):
         self.counters = FetchCounters()
         self.breakers = BreakerBoard(clock)
         self.quota = RateLimiter(list(connector.rate_limit), clock)
+        self._stream_limits: dict[str, asyncio.Semaphore] = {}
         self._sandbox: Any = None
         self._session: aiohttp.ClientSession | None = None
         self.client: HttpSession | None = None
@@ -161,7 +162,7 @@ class HttpTransport(Transport):
             prepared = request.copy()
             prepared.headers.setdefault("X-Request-ID", correlation)
             try:
-                async with self._limit:
+                async with self._stream_limit(stream), self._limit:
                     await self.quota.acquire()
                     prepared = await self.auth.apply(prepared, client)
                     try:
@@ -188,6 +189,13 @@ class HttpTransport(Transport):
             log.info("credentials refreshed after a 401; retrying %s once", label)
             raw, body = await retrier.run(attempt, method=request.method, label=label)
         return raw, body, attempts
+
+    def _stream_limit(self, stream: StreamPlan) -> asyncio.Semaphore:
+        """A stream may allow fewer requests in flight than its connector."""
+        limit = self._stream_limits.get(stream.name)
+        if limit is None:
+            limit = self._stream_limits[stream.name] = asyncio.Semaphore(stream.concurrency)
+        return limit
 
     def _count_retry(self) -> None:
         self.counters.retries += 1

@@ -10,7 +10,7 @@ import asyncio
 import base64
 import logging
 import ssl
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote_plus, urlencode, urljoin
@@ -80,7 +80,7 @@ class HttpSession(HttpClient):
         if timeout is not None:
             kwargs["timeout"] = timeout
         if request.json is not None:
-            kwargs["data"] = orjson.dumps(request.json)
+            kwargs["data"] = orjson.dumps(_resolve_tree(request.json, resolve))
             kwargs["headers"].setdefault("Content-Type", "application/json")
         if request.data is not None:
             kwargs["data"] = {k: resolve(str(v)) for k, v in request.data.items()}
@@ -173,3 +173,14 @@ def classify(raw: RawResponse, method: str, retry: RetryPolicy, now: Any) -> Any
 def _excerpt(body: bytes) -> str:
     text = body[:_BODY_EXCERPT].decode("utf-8", "replace").strip()
     return redact(text + ("..." if len(body) > _BODY_EXCERPT else "")) or "(empty body)"
+
+
+def _resolve_tree(value: Any, resolve: Callable[[str], str]) -> Any:
+    """Secret markers resolved inside every string of a JSON body."""
+    if isinstance(value, str):
+        return resolve(value)
+    if isinstance(value, Mapping):
+        return {key: _resolve_tree(item, resolve) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_resolve_tree(item, resolve) for item in value]
+    return value

@@ -51,7 +51,12 @@ def _build(registry: Registry, kind: Kind, component: ComponentPlan, **kwargs: A
     cls = registry.get(kind, component.type)
     if cls is None:  # the checker rejects unknown types; this guards plans built by hand
         raise EtrmflowError(f"no {kind} type '{component.type}' is registered")
-    return cls(component.options, **kwargs)
+    try:
+        return cls(component.options, **kwargs)
+    except EtrmflowError:
+        raise
+    except (ValueError, TypeError, KeyError) as exc:  # options the schema could not rule out
+        raise EtrmflowError(f"{kind} '{component.type}' cannot start with its options: {exc}") from exc
 
 
 def _contract_info(pipeline: PipelinePlan) -> ContractInfo:
@@ -64,11 +69,12 @@ def build_processor(plan: Plan, pipeline: PipelinePlan, registry: Registry, run_
     contract = _contract_info(pipeline)
     validation = ValidationContext(contract=contract, project_dir=plan.project_root,
                                    format_checkers=registry.format_checkers(), rules=pipeline.contract.rules)
-    declared = [ComponentPlan(type="json_schema", options={})] if pipeline.contract.schema else []
-    if pipeline.contract.rules:
-        declared.append(ComponentPlan(type="rules", options={}))
+    listed = {c.type for c in pipeline.contract.validators}
+    implied = [ComponentPlan(type=name, options={}) for name, present in
+               (("json_schema", bool(pipeline.contract.schema)), ("rules", bool(pipeline.contract.rules)))
+               if present and name not in listed]  # listing a built-in again must not run it twice
     validators = [_build(registry, Kind.VALIDATOR, c, context=validation)
-                  for c in (*declared, *pipeline.contract.validators)]
+                  for c in (*implied, *pipeline.contract.validators)]
     transforms = [_build(registry, Kind.TRANSFORM, c, project_dir=plan.project_root) for c in pipeline.transforms]
     sinks = [_build(registry, Kind.SINK, c) for c in pipeline.sinks]
     dead_letter = _build(registry, Kind.DEAD_LETTER, pipeline.dead_letter)
