@@ -163,6 +163,9 @@ class SinkContext:
     contract: ContractInfo
     project_dir: str
     target_dir: str
+    resume: bool = False
+    """True when this run continues an earlier, failed run with the same ``run_id``: staged
+    output of that run must be kept and completed, not discarded."""
 
 
 class Sink(Component):
@@ -345,12 +348,20 @@ class Page:
     fetched_at: str
     elapsed_ms: float
     attempts: int = 1
+    next_request: Request | None = None
+    """The request that follows this page (None at the end): where a resumed run starts."""
+    offset: int = 0
+    """Records of the walk before this page."""
 
 
 class Transport(Component):
     """Fetches the pages of a stream (REST over aiohttp built in; SFTP, files, WebSocket plug in).
 
-    ``options`` is the compiled connector (see ``etrmflow.plan.ConnectorPlan.as_dict``).
+    An async context manager built with the connector plan, auth, secrets, clock, vars and a
+    paginator factory (see ``etrmflow.engine.runner.build_transport``). ``pages(stream, start)``
+    yields ``Page`` objects in order, each with the ``next_request`` that follows it; ``start``
+    (from a checkpoint: ``{"request", "index", "offset"}``) resumes a walk. ``counters`` holds
+    ``requests``, ``retries`` and ``bytes``.
     """
 
     kind = Kind.TRANSPORT

@@ -50,6 +50,10 @@ class PipelineResult:
     error: str | None = None
     error_type: str | None = None
     dead_letter: str = ""
+    resumed_from_page: int | None = None
+    """Set when this run continued an earlier one: the pages it had already written."""
+    missing: str | None = None
+    """For a failed run: what was not fetched, to be fetched by ``etrmflow run --resume``."""
 
     def as_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

@@ -41,7 +41,7 @@ class _ExplodingTransport(Transport):
     async def __aexit__(self, *exc: object) -> None:
         return None
 
-    async def pages(self, stream: Any) -> AsyncIterator[Page]:
+    async def pages(self, stream: Any, start: Any = None) -> AsyncIterator[Page]:
         yield Page(connector="c", stream="s", partition="", index=0, method="GET", url="u", status=200,
                    byte_count=2, sha256="0" * 64, records=[], fetched_at="", elapsed_ms=0.0)
         raise self.error

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import csv
 import decimal
 import json
@@ -315,8 +317,10 @@ def test_parquet_failed_run_keeps_the_previous_output(tmp_path: Path) -> None:
     before = read_parquet(tmp_path / "out/trades")
     run(ParquetSink(options), tmp_path, frame(trade("T2")), run_id="run-2", ok=False)
     assert read_parquet(tmp_path / "out/trades") == before
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["trades"]
+    # the failed run's staging stays for --resume; the next fresh run clears it
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["trades", "trades.staging-run-2"]
     run(ParquetSink(options), tmp_path, frame(trade("T3")), run_id="run-3")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["trades"]
     assert [r["trade_id"] for r in read_parquet(tmp_path / "out/trades")] == ["T3"]
 
 
@@ -364,8 +368,9 @@ def test_parquet_crash_between_renames_restores_the_last_output(tmp_path: Path) 
     sink = ParquetSink({"path": "out/trades"})
     sink.open(context(tmp_path, "run-3"))
     assert [r["trade_id"] for r in read_parquet(tmp_path / "out/trades")] == ["T1"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["trades", "trades.staging-run-3"]
     sink.close(False)
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["trades"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["trades", "trades.staging-run-3"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -401,7 +406,37 @@ def test_csv_failed_run_keeps_the_previous_file(tmp_path: Path) -> None:
     before = (tmp_path / "trades.csv").read_bytes()
     run(CsvSink({"path": "trades.csv"}), tmp_path, frame(trade("T2")), run_id="run-2", ok=False)
     assert (tmp_path / "trades.csv").read_bytes() == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["trades.csv"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["trades.csv", "trades.csv.staging-run-2"]
+
+
+@pytest.mark.parametrize("make", [lambda: CsvSink({"path": "out/trades.csv"}),
+                                  lambda: ParquetSink({"path": "out/trades", "partition_by": ["delivery_day"]})],
+                         ids=["csv", "parquet"])
+def test_a_resumed_run_completes_the_interrupted_runs_output(tmp_path: Path, make: Any) -> None:
+    first = make()
+    first.open(context(tmp_path, "run-1"))
+    first.write(frame(trade("T1")), batch("b0"))
+    first.write(frame(trade("T2")), batch("b1"))
+    first.close(False)  # the run failed after two batches
+    resumed = make()
+    resumed.open(dataclasses.replace(context(tmp_path, "run-1"), resume=True))
+    resumed.write(frame(trade("T2")), batch("b1"))  # the page in flight comes again
+    resumed.write(frame(trade("T3")), batch("b2"))
+    resumed.close(True)
+    fresh = make()
+    fresh.open(context(tmp_path / "clean", "run-9"))
+    for index, trade_id in enumerate(["T1", "T2", "T3"]):
+        fresh.write(frame(trade(trade_id)), batch(f"b{index}"))
+    fresh.close(True)
+    def content(root: Path) -> list[str]:
+        if isinstance(resumed, CsvSink):
+            rows = read_csv(root / "out/trades.csv")
+            keep = [i for i, name in enumerate(rows[0]) if not name.startswith("_etrmflow_")]
+            return sorted(str([row[i] for i in keep]) for row in rows)
+        return sorted(map(str, without_lineage(read_parquet(root / "out/trades"))))
+
+    assert content(tmp_path) == content(tmp_path / "clean")
+    assert len(content(tmp_path)) == 3 + isinstance(resumed, CsvSink)  # three rows (+ the CSV header)
 
 
 def test_csv_batches_with_other_columns_are_aligned_under_one_header(tmp_path: Path) -> None:

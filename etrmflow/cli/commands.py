@@ -89,8 +89,11 @@ def compile_command(state: State, pipelines: tuple[Path, ...], vars_text: str | 
 @_pipelines
 @_vars
 @_target
+@click.option("--resume", is_flag=True,
+              help="Continue each pipeline's failed or killed run from its checkpoint: fetch only what is missing.")
 @click.pass_obj
-def run(state: State, pipelines: tuple[Path, ...], vars_text: str | None, target_dir: Path | None) -> int:
+def run(state: State, pipelines: tuple[Path, ...], vars_text: str | None, target_dir: Path | None,
+        resume: bool) -> int:
     """Fetch, validate, transform and load. Writes target/plan.json and target/run_results.json."""
     from etrmflow.engine.runner import RunOptions, run_plan
     from etrmflow.secrets import SecretStore
@@ -98,7 +101,7 @@ def run(state: State, pipelines: tuple[Path, ...], vars_text: str | None, target
     project, resolved, plan = _compile(state, pipelines, vars_text, target_dir)
     secrets = SecretStore(environ=os.environ, defaults=project.secret_defaults)
     check_secrets(resolved, secrets)
-    results = asyncio.run(run_plan(plan, project.registry, RunOptions(secrets=secrets, run_id=state.run_id)))
+    results = asyncio.run(run_plan(plan, project.registry, RunOptions(secrets=secrets, run_id=state.run_id, resume=resume)))
     failed = any(result.status is Status.FAILED for result in results.pipelines)
     results.exit_code = int(ExitCode.RUN_FAILED if failed else ExitCode.OK)
     write_json(project.target_dir / "run_results.json", results.as_dict())

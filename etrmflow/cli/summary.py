@@ -82,7 +82,9 @@ def describe_results(results: RunResults) -> str:
     for result in results.pipelines:
         counts = result.counts
         mark = "OK  " if result.status is Status.SUCCESS else "FAIL"
-        lines.append(f"{mark} {result.name}: pages {counts.pages}, fetched {counts.fetched}, valid {counts.valid}, "
+        resumed = f" (resumed run {result.run_id} after page {result.resumed_from_page})" \
+            if result.resumed_from_page is not None else ""
+        lines.append(f"{mark} {result.name}{resumed}: pages {counts.pages}, fetched {counts.fetched}, valid {counts.valid}, "
                      f"quarantined {counts.quarantined}, written {counts.written}, retries {counts.retries} "
                      f"in {result.duration_s:.2f}s")
         for sink, rows in result.sinks.items():
@@ -91,6 +93,9 @@ def describe_results(results: RunResults) -> str:
             lines.append(f"       dead letters: {result.dead_letter} ({counts.dead_letters_new} new)")
         if result.error:
             lines.append(f"       error: {result.error}")
+        if result.missing:
+            lines.append(f"       missing: {result.missing}")
+            lines.append("       fetch only what is missing with: etrmflow run --resume ...")
     passed = sum(1 for r in results.pipelines if r.status is Status.SUCCESS)
     lines.append(f"Done. {passed} of {len(results.pipelines)} pipeline(s) succeeded (run {results.run_id}).")
     return "\n".join(lines)

@@ -102,29 +102,35 @@ class HttpTransport(Transport):
             return ssl.create_default_context(cafile=self.connector.ca_bundle)
         return True
 
-    async def pages(self, stream: StreamPlan) -> AsyncIterator[Page]:
-        """Walk every page of a stream, in order."""
+    async def pages(self, stream: StreamPlan, start: Mapping[str, Any] | None = None) -> AsyncIterator[Page]:
+        """Walk every page of a stream, in order; from ``start`` (a checkpoint) when resuming."""
         assert self.client is not None, "use the transport as an async context manager"
         paginator: Paginator = self.paginator_factory(stream.paginator)
         records_path = compile_path(stream.records)
         functions = make_functions(vars=self.vars, environ=self.secrets.environ)
-        request: Request | None = paginator.first(Request(
-            method=stream.method, url=stream.path, params=dict(stream.params),
-            headers={k: str(v) for k, v in stream.headers.items()}, json=stream.body))
-        index = offset = 0
+        request: Request | None
+        if start is not None:
+            request = start["request"]
+            index, offset = start["index"], start["offset"]
+        else:
+            request = paginator.first(Request(
+                method=stream.method, url=stream.path, params=dict(stream.params),
+                headers={k: str(v) for k, v in stream.headers.items()}, json=stream.body))
+            index = offset = 0
         while request is not None:
             started = time.perf_counter()
             context = {**functions, "page": index + 1, "offset": offset, "cursor": None,
                        **paginator.template_context(request)}
             raw, body, attempts = await self.fetch(self._render(request, context), stream)
             records = _records(body, records_path, stream.records, raw)
+            response = Response(status=raw.status, headers=raw.headers, body=body, url=raw.url)
+            following = paginator.next(request, response, records)
             yield Page(connector=self.connector.name, stream=stream.name, partition="", index=index,
                        method=request.method, url=redact_url(raw.url), status=raw.status,
                        byte_count=len(raw.body), sha256=hashlib.sha256(raw.body).hexdigest(), records=records,
                        fetched_at=utc_timestamp(), elapsed_ms=(time.perf_counter() - started) * 1000,
-                       attempts=attempts)
-            response = Response(status=raw.status, headers=raw.headers, body=body, url=raw.url)
-            request = paginator.next(request, response, records)
+                       attempts=attempts, next_request=following, offset=offset)
+            request = following
             index += 1
             offset += len(records)
 

@@ -15,7 +15,9 @@ from typing import Any
 from etrmflow import __version__
 from etrmflow.clock import Clock, utc_timestamp
 from etrmflow.components import ContractInfo, Kind, Page, SinkContext, ValidationContext
+from etrmflow.engine.checkpoint import Checkpoint
 from etrmflow.engine.processing import PageOutcome, PageProcessor
+from etrmflow.engine.resume import Committer, finish_checkpoint, starting_point
 from etrmflow.errors import EtrmflowError, RunFailed
 from etrmflow.plan import ComponentPlan, PipelinePlan, Plan
 from etrmflow.plugins import Registry
@@ -32,6 +34,8 @@ class RunOptions:
     secrets: SecretStore
     clock: Clock = field(default_factory=Clock)
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
+    resume: bool = False
+    """Continue each pipeline's failed or killed run from its checkpoint, if it has one."""
 
 
 def new_results(run_id: str) -> RunResults:
@@ -65,7 +69,8 @@ def _contract_info(pipeline: PipelinePlan) -> ContractInfo:
                         schema=contract.schema)
 
 
-def build_processor(plan: Plan, pipeline: PipelinePlan, registry: Registry, run_id: str) -> PageProcessor:
+def build_processor(plan: Plan, pipeline: PipelinePlan, registry: Registry, run_id: str,
+                    resume: bool = False) -> PageProcessor:
     contract = _contract_info(pipeline)
     validation = ValidationContext(contract=contract, project_dir=plan.project_root,
                                    format_checkers=registry.format_checkers(), rules=pipeline.contract.rules)
@@ -79,7 +84,7 @@ def build_processor(plan: Plan, pipeline: PipelinePlan, registry: Registry, run_
     sinks = [_build(registry, Kind.SINK, c) for c in pipeline.sinks]
     dead_letter = _build(registry, Kind.DEAD_LETTER, pipeline.dead_letter)
     context = SinkContext(pipeline=pipeline.name, run_id=run_id, contract=contract,
-                          project_dir=plan.project_root, target_dir=plan.target_dir)
+                          project_dir=plan.project_root, target_dir=plan.target_dir, resume=resume)
     return PageProcessor(plan=pipeline, run_id=run_id, vars=plan.vars, validators=validators,
                          transforms=transforms, sinks=sinks, dead_letter=dead_letter, context=context)
 
@@ -99,15 +104,18 @@ async def run_pipeline(plan: Plan, pipeline: PipelinePlan, registry: Registry, o
     started = time.perf_counter()
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"etrmflow-{pipeline.name}")
     loop = asyncio.get_running_loop()
+    checkpoint = Checkpoint(plan.target_dir, pipeline)
     processor: PageProcessor | None = None
     ok = False
     try:
-        processor = build_processor(plan, pipeline, registry, options.run_id)
+        start = starting_point(checkpoint, options, result)
+        processor = build_processor(plan, pipeline, registry, result.run_id, resume=start is not None)
         result.dead_letter = processor.dead_letter.describe()
         await loop.run_in_executor(executor, processor.open)
         transport = build_transport(plan, pipeline, registry, options)
         try:
-            await _stream_pages(transport, pipeline, processor, executor, result)
+            await _stream_pages(transport, pipeline, Committer(processor, checkpoint, result.run_id),
+                                executor, result, start)
         finally:
             counters = transport.counters
             result.counts.requests, result.counts.retries, result.counts.bytes = (
@@ -122,8 +130,10 @@ async def run_pipeline(plan: Plan, pipeline: PipelinePlan, registry: Registry, o
             try:
                 await loop.run_in_executor(executor, processor.close, ok)
             except EtrmflowError as exc:
+                ok = False
                 _fail(result, exc)
         executor.shutdown(wait=True)
+        finish_checkpoint(checkpoint, result, ok)
         result.finished_at = utc_timestamp()
         result.duration_s = round(time.perf_counter() - started, 3)
     return result
@@ -141,17 +151,17 @@ def _fail(result: PipelineResult, exc: BaseException) -> None:
 _DONE = object()
 
 
-async def _stream_pages(transport: Any, pipeline: PipelinePlan, processor: PageProcessor,
-                        executor: ThreadPoolExecutor, result: PipelineResult) -> None:
+async def _stream_pages(transport: Any, pipeline: PipelinePlan, committer: Committer,
+                        executor: ThreadPoolExecutor, result: PipelineResult, start: Any) -> None:
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=PAGES_IN_FLIGHT)
     async with transport:
-        producer = asyncio.create_task(_produce(transport, pipeline, queue))
+        producer = asyncio.create_task(_produce(transport, pipeline, queue, start))
         try:
             while (item := await queue.get()) is not _DONE:
                 if isinstance(item, BaseException):
                     raise item
-                outcome = await loop.run_in_executor(executor, processor.process, item)
+                outcome = await loop.run_in_executor(executor, committer.commit, item)
                 _add(result, item, outcome)
                 _check_max_count(pipeline, result)
         finally:
@@ -159,10 +169,10 @@ async def _stream_pages(transport: Any, pipeline: PipelinePlan, processor: PageP
             await asyncio.gather(producer, return_exceptions=True)
 
 
-async def _produce(transport: Any, pipeline: PipelinePlan, queue: asyncio.Queue[Any]) -> None:
+async def _produce(transport: Any, pipeline: PipelinePlan, queue: asyncio.Queue[Any], start: Any) -> None:
     """Fetch pages into the queue; whatever stops the walk, the consumer hears of it."""
     try:
-        async for page in transport.pages(pipeline.stream):
+        async for page in transport.pages(pipeline.stream, start):
             await queue.put(page)
     except asyncio.CancelledError:
         raise

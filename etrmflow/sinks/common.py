@@ -142,12 +142,13 @@ def remove(path: Path) -> None:
         path.unlink()
 
 
-def tidy_leftovers(target: Path) -> None:
+def tidy_leftovers(target: Path, keep: Path | None = None) -> None:
     """Clear what crashed runs left next to ``target``.
 
     A crash between the two renames of ``swap_in`` leaves no ``target`` but a complete
     ``target.old-*``: that is the last output a run finished, so it goes back in place. Any
-    other ``.old-*`` and every ``.staging-*`` is garbage: its run never published it.
+    other ``.old-*`` and every ``.staging-*`` but ``keep`` (the staging of a run being resumed)
+    is garbage: its run never published it.
     """
     for old in sorted(target.parent.glob(f"{target.name}.old-*")):
         if target.exists():
@@ -157,6 +158,8 @@ def tidy_leftovers(target: Path) -> None:
             log.warning("restoring %s, left over from an interrupted run, to %s", old, target)
             os.replace(old, target)
     for staging in target.parent.glob(f"{target.name}.staging-*"):
+        if staging == keep:
+            continue
         log.warning("removing %s, left over from an interrupted run", staging)
         remove(staging)
 

@@ -2,12 +2,14 @@
 
 Batches go to a staging folder ``<path>.staging-<run_id>``, one part file per batch named by
 its batch id (a content hash), so a rewritten batch replaces its own part. ``close(ok=True)``
-swaps the result in with renames; ``close(ok=False)`` deletes it and the previous output stays.
+swaps the result in with renames; ``close(ok=False)`` leaves the previous output in place and
+keeps the staging folder, so that ``etrmflow run --resume`` can complete it (a fresh run clears it).
 """
 
 from __future__ import annotations
 
 import csv
+import logging
 import os
 import re
 from pathlib import Path
@@ -28,6 +30,8 @@ from etrmflow.sinks.common import (
     utc_now_iso,
 )
 
+log = logging.getLogger("etrmflow.sink")
+
 if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
@@ -40,11 +44,15 @@ class _StagedSink(Sink):
         super().open(context)
         self.path = resolve_path(context, self.options["path"])
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tidy_leftovers(self.path)
         self.staging = staging_path(self.path, context.run_id)
+        tidy_leftovers(self.path, keep=self.staging if context.resume else None)
+        self._written: set[str] = set()
+        if context.resume and self.staging.is_dir():
+            # Continue the interrupted run's output; a batch it wrote may come again.
+            self._written = {part.name.split("-")[1].split(".")[0] for part in self.staging.rglob("part-*")}
+            return
         remove(self.staging)
         self.staging.mkdir()
-        self._written: set[str] = set()
 
     def write(self, frame: pd.DataFrame, batch: BatchInfo) -> int:
         try:
@@ -63,9 +71,12 @@ class _StagedSink(Sink):
         staging = getattr(self, "staging", None)
         if staging is None or not staging.exists():
             return
+        if not ok:
+            # Kept for `etrmflow run --resume`; the next fresh run clears it.
+            log.info("keeping %s so that a resumed run can finish it", staging)
+            return
         try:
-            if ok:
-                self._publish()
+            self._publish()
         finally:
             remove(staging)
 
@@ -250,7 +261,9 @@ class CsvSink(_StagedSink):
 
     def open(self, context: SinkContext) -> None:
         super().open(context)
-        self._headers: dict[str, list[str]] = {}  # batch id -> columns, in first-write order
+        # Batch ids in first-write order; a resumed run starts with the parts already staged.
+        staged = sorted(self.staging.glob("part-*.csv"), key=lambda part: part.stat().st_mtime_ns)
+        self._order: dict[str, None] = dict.fromkeys(part.name[5:-4] for part in staged)
 
     def describe(self) -> str:
         return f"csv {self.options['path']}"
@@ -266,9 +279,11 @@ class CsvSink(_StagedSink):
         part = self._part(batch.batch_id)
         temporary = part.with_name(part.name + ".tmp")
         with temporary.open("w", encoding="utf-8", newline="") as handle:
-            csv.writer(handle, delimiter=self._delimiter()).writerows(zip(*cells))
+            writer = csv.writer(handle, delimiter=self._delimiter())
+            writer.writerow(header)  # each part names its columns: a resumed run joins them too
+            writer.writerows(zip(*cells))
         os.replace(temporary, part)
-        self._headers[batch.batch_id] = header
+        self._order.setdefault(batch.batch_id)
 
     def _remove_part(self, batch_id: str) -> None:
         part = self._part(batch_id)
@@ -283,7 +298,7 @@ class CsvSink(_StagedSink):
 
     def _publish(self) -> None:
         # A batch whose write failed has no part; a rewritten one keeps its first position.
-        parts = {b: columns for b, columns in self._headers.items() if b in self._written}
+        parts = {b: self._columns(b) for b in self._order if b in self._written}
         seen = dict.fromkeys(c for columns in parts.values() for c in columns)
         header = ordered_columns(self.context.contract.column_types(), list(seen))
         joined = self.staging / "joined.csv"
@@ -296,13 +311,20 @@ class CsvSink(_StagedSink):
             os.fsync(out.fileno())
         swap_in(joined, self.path, self.context.run_id)
 
+    def _columns(self, batch_id: str) -> list[str]:
+        with self._part(batch_id).open(encoding="utf-8", newline="") as part:
+            return next(csv.reader(part, delimiter=self._delimiter()))
+
     def _append_part(self, out: Any, writer: Any, batch_id: str, columns: list[str],
                      header: list[str]) -> None:
         with self._part(batch_id).open(encoding="utf-8", newline="") as part:
-            if columns == header:  # the usual case: copy the text as written
+            rows = csv.reader(part, delimiter=self._delimiter())
+            if columns == header:  # the usual case: copy the text as written, after its header
+                part.readline()
                 for chunk in iter(lambda: part.read(1 << 20), ""):
                     out.write(chunk)
                 return
+            next(rows)
             position = {name: i for i, name in enumerate(columns)}
-            for row in csv.reader(part, delimiter=self._delimiter()):
+            for row in rows:
                 writer.writerow([row[position[name]] if name in position else None for name in header])

@@ -1,0 +1,84 @@
+"""Durable progress of a pipeline run, so a failed or killed run can resume without loss.
+
+After every page whose records are all written (or quarantined), the runner records the
+request that comes next. A run that fails or is killed leaves the file behind; ``etrmflow run
+--resume`` continues from it, with the same run id, fetching only what is missing. The page in
+flight when a run died may be fetched again: sinks upsert, replace per batch id and dedupe dead
+letters, so it adds nothing twice.
+
+The file never holds a secret: requests keep ``${secret:NAME}`` markers, and credential-like
+query parameters a vendor echoes into a next link are dropped (auth adds them again).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from etrmflow.components import Request
+from etrmflow.plan import PipelinePlan
+from etrmflow.secrets import SENSITIVE_PARAMS, redact
+
+STATE_VERSION = 1
+
+
+def plan_fingerprint(pipeline: PipelinePlan) -> str:
+    """Changes when anything that decides what is fetched or written changes."""
+    text = json.dumps(asdict(pipeline), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _safe_url(url: str) -> str:
+    parts = urlsplit(url)
+    if not parts.query:
+        return url
+    kept = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
+            if k.lower() not in SENSITIVE_PARAMS and redact(v) == v]
+    return urlunsplit(parts._replace(query=urlencode(kept)))
+
+
+def request_to_dict(request: Request) -> dict[str, Any]:
+    return {"method": request.method, "url": _safe_url(request.url), "params": request.params,
+            "headers": request.headers, "json": request.json}
+
+
+def request_from_dict(data: dict[str, Any]) -> Request:
+    return Request(method=data["method"], url=data["url"], params=dict(data["params"]),
+                   headers=dict(data["headers"]), json=data.get("json"))
+
+
+class Checkpoint:
+    """``target/state/<pipeline>.json``: written atomically after each committed page."""
+
+    def __init__(self, target_dir: str | Path, pipeline: PipelinePlan) -> None:
+        self.path = Path(target_dir) / "state" / f"{pipeline.name}.json"
+        self.fingerprint = plan_fingerprint(pipeline)
+
+    def load(self) -> dict[str, Any] | None:
+        try:
+            state = json.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            return None  # a torn write cannot happen (atomic rename); anything else is not ours
+        return state if state.get("state_version") == STATE_VERSION else None
+
+    def save(self, *, run_id: str, next_request: Request | None, pages_done: int, offset: int) -> None:
+        state = {"state_version": STATE_VERSION, "fingerprint": self.fingerprint, "run_id": run_id,
+                 "pages_done": pages_done, "offset": offset,
+                 "next_request": request_to_dict(next_request) if next_request else None}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = self.path.with_suffix(".json.tmp")
+        with temporary.open("w", encoding="utf-8") as handle:
+            json.dump(state, handle, sort_keys=True, default=str)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, self.path)
+
+    def clear(self) -> None:
+        self.path.unlink(missing_ok=True)

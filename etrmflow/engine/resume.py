@@ -1,0 +1,75 @@
+"""Where a run starts (fresh, or from a checkpoint) and what it leaves behind for the next one."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from etrmflow.components import Page
+from etrmflow.engine.checkpoint import Checkpoint, request_from_dict
+from etrmflow.engine.processing import PageOutcome, PageProcessor
+from etrmflow.errors import EtrmflowError, RunFailed
+from etrmflow.results import PipelineResult
+
+log = logging.getLogger("etrmflow.run")
+
+
+class ResumeError(EtrmflowError):
+    """The checkpoint cannot be used: the pipeline changed since the run that left it."""
+
+
+def starting_point(checkpoint: Checkpoint, options: Any, result: PipelineResult) -> dict[str, Any] | None:
+    """None for a fresh walk; else where the walk resumes (and the result takes over its run id)."""
+    state = checkpoint.load()
+    if not options.resume:
+        if state is not None:
+            log.warning("an earlier run of %s (run %s) did not finish; starting over "
+                        "(etrmflow run --resume continues it instead)", result.name, state["run_id"])
+        return None
+    if state is None:
+        log.info("nothing to resume for %s: no unfinished run; running from the start", result.name)
+        return None
+    if state["fingerprint"] != checkpoint.fingerprint:
+        raise ResumeError(f"{result.name} changed since run {state['run_id']} stopped, so it cannot be resumed; "
+                          f"run it without --resume to start over (idempotent sinks add no duplicates)")
+    result.run_id = state["run_id"]
+    result.resumed_from_page = state["pages_done"]
+    log.info("resuming %s (run %s) after %d page(s)", result.name, state["run_id"], state["pages_done"])
+    following = state["next_request"]
+    return {"request": request_from_dict(following) if following else None,
+            "index": state["pages_done"], "offset": state["offset"]}
+
+
+class Committer:
+    """Process a page, then record durably that the walk may continue after it."""
+
+    def __init__(self, processor: PageProcessor, checkpoint: Checkpoint, run_id: str) -> None:
+        self.processor = processor
+        self.checkpoint = checkpoint
+        self.run_id = run_id
+
+    def commit(self, page: Page) -> PageOutcome:
+        outcome = self.processor.process(page)
+        self.checkpoint.save(run_id=self.run_id, next_request=page.next_request, pages_done=page.index + 1,
+                             offset=page.offset + len(page.records))
+        return outcome
+
+
+def finish_checkpoint(checkpoint: Checkpoint, result: PipelineResult, ok: bool) -> None:
+    """A finished run needs no checkpoint; a failed one keeps it and says what is missing.
+
+    A run that a policy failed (a quarantine threshold) fetched everything and was rejected:
+    resuming it would publish what the gate refused, so it leaves no checkpoint.
+    """
+    if ok or result.error_type == RunFailed.__name__:
+        checkpoint.clear()
+        return
+    state = checkpoint.load()
+    if state is None:
+        result.missing = "every page: the run stopped before its first page was written"
+    elif state["next_request"] is None:
+        result.missing = "no page: every page was fetched; a resumed run only finishes the outputs"
+    else:
+        following = state["next_request"]
+        result.missing = (f"pages after page {state['pages_done']} (next request: {following['method']} "
+                          f"{following['url']} {following['params']})")

@@ -1,0 +1,125 @@
+"""Nothing lost, nothing twice: a failed or killed run resumes with only what is missing."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from etrmflow.testing import EtrmflowProject, SandboxFactory, expected_trades
+
+from . import REPO, TRADES, sandbox_project
+
+BEARER = "{type: bearer, token: sandbox-token}"
+
+
+def test_a_failed_run_resumes_with_only_the_missing_pages(etrmflow_project: EtrmflowProject,
+                                                          sandbox_vendor_factory: SandboxFactory) -> None:
+    vendor = sandbox_vendor_factory(trades=TRADES, faults=["503:at=4,burst=20"])
+    project = sandbox_project(etrmflow_project, vendor, auth=BEARER)
+
+    failed = project.run("run", "pipelines/trades.yml")
+
+    assert failed.exit_code == 1, failed.output
+    result = project.pipeline_result()
+    assert result["counts"]["pages"] == 3
+    assert result["missing"].startswith("pages after page 3 (next request: GET /api/v2/trades")
+    assert "etrmflow run --resume" in failed.stdout
+    vendor.reset()  # fresh counters...
+    vendor.set_faults([])  # ...and the vendor has recovered
+
+    resumed = project.run("run", "--resume", "pipelines/trades.yml")
+
+    assert resumed.exit_code == 0, resumed.output
+    again = project.pipeline_result()
+    assert (again["run_id"], again["resumed_from_page"]) == (result["run_id"], 3)
+    assert again["counts"]["pages"] == 4 and vendor.stats()["data_requests"] == 4  # pages 4..7 only
+    project.assert_loaded_exactly(expected_trades(vendor.config), table="trades", pipeline="trades")
+    assert not project.path("target/state/trades.json").exists()
+
+
+def test_resume_refuses_a_pipeline_that_changed(etrmflow_project: EtrmflowProject,
+                                                sandbox_vendor_factory: SandboxFactory) -> None:
+    vendor = sandbox_vendor_factory(trades=TRADES, faults=["503:at=2,burst=20"])
+    project = sandbox_project(etrmflow_project, vendor, auth=BEARER)
+    assert project.run("run", "pipelines/trades.yml").exit_code == 1
+    connector = project.path("connectors/vendor.yml")
+    connector.write_text(connector.read_text().replace("limit: 10", "limit: 20"))
+
+    result = project.run("run", "--resume", "pipelines/trades.yml")
+
+    assert result.exit_code == 1
+    assert project.pipeline_result()["error"].startswith("trades changed since run ")
+    assert "run it without --resume to start over" in project.pipeline_result()["error"]
+
+
+def test_resume_without_a_checkpoint_runs_from_the_start(etrmflow_project: EtrmflowProject,
+                                                         sandbox_vendor_factory: SandboxFactory) -> None:
+    vendor = sandbox_vendor_factory(trades=TRADES)
+    project = sandbox_project(etrmflow_project, vendor, auth=BEARER)
+    assert project.run("run", "--resume", "pipelines/trades.yml").exit_code == 0
+    project.assert_loaded_exactly(expected_trades(vendor.config), table="trades", pipeline="trades")
+
+
+PIPELINE_WITH_FILES = """\
+name: trades
+source: {connector: vendor, stream: trades}
+contract: trade
+sinks:
+  - {type: sqlite, path: target/etrmflow.db, table: trades, mode: upsert}
+  - {type: parquet, path: target/parquet/trades}
+  - {type: csv, path: target/trades.csv}
+"""
+
+
+def _outputs(root: Path) -> dict[str, object]:
+    import sqlite3
+
+    import pyarrow.parquet as pq
+
+    with sqlite3.connect(root / "target/etrmflow.db") as db:
+        table = sorted(db.execute("SELECT trade_id, version, price, delivery_start FROM trades").fetchall())
+    rows = pq.read_table(root / "target/parquet/trades", columns=["trade_id", "price"]).to_pylist()
+    parquet = sorted((r["trade_id"], r["price"]) for r in rows)
+    csv_lines = sorted((root / "target/trades.csv").read_text().splitlines()[1:])
+    csv_keys = sorted(line.split(",")[0] for line in csv_lines)
+    letters = sorted(json.loads(line)["record_sha256"]
+                     for line in (root / "target/dead_letter/trades.jsonl").read_text().splitlines())
+    return {"sqlite": table, "parquet": parquet, "csv": csv_keys, "dead_letters": letters}
+
+
+def test_kill_9_mid_run_then_resume_matches_a_clean_run(tmp_path: Path,
+                                                        sandbox_vendor_factory: SandboxFactory) -> None:
+    vendor = sandbox_vendor_factory(trades=TRADES, faults=["slow:at=5,delay=30"])
+    for name in ("killed", "clean"):
+        project = EtrmflowProject(tmp_path / name)
+        sandbox_project(project, vendor, auth=BEARER)
+        project.write({"pipelines/trades.yml": PIPELINE_WITH_FILES})
+    env = {**os.environ, "SANDBOX_URL": vendor.base_url, "PYTHONPATH": str(REPO)}
+    process = subprocess.Popen([sys.executable, "-m", "etrmflow", "run", "pipelines/trades.yml"],
+                               cwd=tmp_path / "killed", env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    state = tmp_path / "killed/target/state/trades.json"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not (state.exists() and json.loads(state.read_text())["pages_done"] >= 4):
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)  # page 5 is hanging at the vendor: kill -9 mid-run
+    process.wait(timeout=10)
+    assert json.loads(state.read_text())["pages_done"] == 4
+    assert not (tmp_path / "killed/target/parquet/trades").exists()  # nothing published half-way
+    vendor.reset()
+    vendor.set_faults([])
+
+    killed, clean = EtrmflowProject(tmp_path / "killed"), EtrmflowProject(tmp_path / "clean")
+    killed.env["SANDBOX_URL"] = clean.env["SANDBOX_URL"] = vendor.base_url
+    resumed = killed.run("run", "--resume", "pipelines/trades.yml")
+    assert resumed.exit_code == 0, resumed.output
+    assert vendor.stats()["data_requests"] == 3  # pages 5, 6 and 7
+    assert clean.run("run", "pipelines/trades.yml").exit_code == 0
+
+    assert _outputs(tmp_path / "killed") == _outputs(tmp_path / "clean")
+    assert len(_outputs(tmp_path / "clean")["sqlite"]) == len(expected_trades(vendor.config).valid)
