@@ -13,7 +13,7 @@ from etrmflow.config.project import Loaded, Project, ResolvedPipeline
 from etrmflow.durations import parse_duration
 from etrmflow.plan import (
     BreakerPolicy, ComponentPlan, ConnectorPlan, ContractPlan, InvalidPolicy, PipelinePlan, Plan, RatePolicy, RetryPolicy,
-    StreamPlan, TimeoutPolicy,
+    StreamPlan, TimeoutPolicy, WindowsPlan,
 )
 
 DEFAULT_CONCURRENCY = 4
@@ -115,6 +115,8 @@ def _stream(connector_data: Mapping[str, Any], source: Mapping[str, Any], connec
         timeout=_timeout(policy.get("timeout") or {}),
         retry=_retry(policy.get("retry") or {}),
         breaker=_breaker(policy.get("breaker") or {}),
+        windows=WindowsPlan(**stream["windows"]) if stream.get("windows") else None,
+        idempotency_key_header=stream.get("idempotency_key_header"),
     )
 
 

@@ -352,6 +352,8 @@ class Page:
     """The request that follows this page (None at the end): where a resumed run starts."""
     offset: int = 0
     """Records of the walk before this page."""
+    window: int | None = None
+    """Index of the date window this page belongs to, for streams with windows."""
 
 
 class Transport(Component):

@@ -59,6 +59,18 @@ class RatePolicy:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class WindowsPlan:
+    """A long date range split into windows, each paginated on its own."""
+
+    start: str
+    end: str
+    step: str
+    tz: str = "UTC"
+    format: str = "date"
+    end_inclusive: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class StreamPlan:
     name: str
     method: str
@@ -73,6 +85,8 @@ class StreamPlan:
     timeout: TimeoutPolicy
     retry: RetryPolicy
     breaker: BreakerPolicy = BreakerPolicy()
+    windows: WindowsPlan | None = None
+    idempotency_key_header: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

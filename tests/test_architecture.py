@@ -38,7 +38,7 @@ FORBIDDEN = [
     (("sinks",), ("etrmflow.cli", "etrmflow.config", "etrmflow.engine")),
     (("sandbox",), ("etrmflow.cli", "etrmflow.config", "etrmflow.engine")),
 ]
-LEAVES = ["errors", "plan", "results", "clock", "durations", "jsonpath", "templating"]
+LEAVES = ["errors", "plan", "results", "clock", "durations", "jsonpath", "templating", "windows"]
 
 
 @pytest.mark.parametrize(("layer", "forbidden"), FORBIDDEN, ids=lambda v: ".".join(v) if isinstance(v, tuple) else v)

@@ -15,8 +15,8 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from etrmflow.clock import Clock
-from etrmflow.plan import BreakerPolicy
 from etrmflow.errors import FatalFetchError
+from etrmflow.plan import BreakerPolicy
 
 log = logging.getLogger("etrmflow.breaker")
 

@@ -11,23 +11,35 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, ClassVar
+from zoneinfo import ZoneInfo
 
 import aiohttp
+import orjson
 from jinja2 import TemplateError
 
 from etrmflow.clock import Clock, utc_timestamp
 from etrmflow.components import Auth, Page, Paginator, Request, Response, Transport
-from etrmflow.engine.http_client import (
-    FetchCounters, HttpSession, RawResponse, classify, transport_error,
-)
 from etrmflow.engine.breaker import BreakerBoard
+from etrmflow.engine.http_client import (
+    FetchCounters,
+    HttpSession,
+    RawResponse,
+    classify,
+    transport_error,
+)
 from etrmflow.engine.ratelimit import RateLimiter
-from etrmflow.engine.retry import Retrier
+from etrmflow.engine.retry import IDEMPOTENT_METHODS, Retrier
 from etrmflow.errors import AuthError, FatalFetchError, FetchError, RetriableFetchError
 from etrmflow.jsonpath import MISSING, compile_path, extract
 from etrmflow.plan import ConnectorPlan, StreamPlan
 from etrmflow.secrets import SecretStore, redact_url
-from etrmflow.templating import MissingValue, TemplateEnvironment, make_functions, render_tree
+from etrmflow.templating import (
+    MissingValue,
+    TemplateEnvironment,
+    make_functions,
+    render_tree,
+)
+from etrmflow.windows import parse_bound, parse_step, render_bound, split
 
 log = logging.getLogger("etrmflow.http")
 _BODY_EXCERPT = 200
@@ -103,15 +115,28 @@ class HttpTransport(Transport):
         return True
 
     async def pages(self, stream: StreamPlan, start: Mapping[str, Any] | None = None) -> AsyncIterator[Page]:
-        """Walk every page of a stream, in order; from ``start`` (a checkpoint) when resuming."""
+        """Walk every page of a stream (window by window, if it has windows), in order; from
+        ``start`` (a checkpoint) when resuming."""
         assert self.client is not None, "use the transport as an async context manager"
+        resume_window = start.get("window") if start else None
+        for window in stream_windows(stream):
+            index = window["index"] if window else None
+            if resume_window is not None and index is not None and index < resume_window:
+                continue  # finished before the interruption
+            here = start if start is not None and index == resume_window else None
+            if here is not None and here["request"] is None:
+                continue  # this window had just finished
+            async for page in self._walk(stream, window, here):
+                yield page
+
+    async def _walk(self, stream: StreamPlan, window: dict[str, Any] | None,
+                    start: Mapping[str, Any] | None) -> AsyncIterator[Page]:
         paginator: Paginator = self.paginator_factory(stream.paginator)
         records_path = compile_path(stream.records)
-        functions = make_functions(vars=self.vars, environ=self.secrets.environ)
+        functions = {**make_functions(vars=self.vars, environ=self.secrets.environ), "window": window}
         request: Request | None
         if start is not None:
-            request = start["request"]
-            index, offset = start["index"], start["offset"]
+            request, index, offset = start["request"], start["index"], start["offset"]
         else:
             request = paginator.first(Request(
                 method=stream.method, url=stream.path, params=dict(stream.params),
@@ -125,11 +150,13 @@ class HttpTransport(Transport):
             records = _records(body, records_path, stream.records, raw)
             response = Response(status=raw.status, headers=raw.headers, body=body, url=raw.url)
             following = paginator.next(request, response, records)
-            yield Page(connector=self.connector.name, stream=stream.name, partition="", index=index,
+            yield Page(connector=self.connector.name, stream=stream.name,
+                       partition=window["label"] if window else "", index=index,
                        method=request.method, url=redact_url(raw.url), status=raw.status,
                        byte_count=len(raw.body), sha256=hashlib.sha256(raw.body).hexdigest(), records=records,
                        fetched_at=utc_timestamp(), elapsed_ms=(time.perf_counter() - started) * 1000,
-                       attempts=attempts, next_request=following, offset=offset)
+                       attempts=attempts, next_request=following, offset=offset,
+                       window=window["index"] if window else None)
             request = following
             index += 1
             offset += len(records)
@@ -155,6 +182,8 @@ class HttpTransport(Transport):
                                         sock_read=stream.timeout.read)
         attempts = 0
         correlation = uuid.uuid4().hex[:12]
+        key_header = stream.idempotency_key_header
+        safe_to_resend = True if key_header and request.method.upper() not in IDEMPOTENT_METHODS else None
         unauthorized = False
 
         endpoint = f"{request.method} {redact_url(client.absolute(request.url)).split('?')[0]}"
@@ -167,6 +196,8 @@ class HttpTransport(Transport):
             unauthorized = False
             prepared = request.copy()
             prepared.headers.setdefault("X-Request-ID", correlation)
+            if key_header:  # the same key on every attempt: the vendor applies the request once
+                prepared.headers.setdefault(key_header, idempotency_key(request))
             try:
                 async with self._stream_limit(stream), self._limit:
                     await self.quota.acquire()
@@ -188,12 +219,12 @@ class HttpTransport(Transport):
         retrier = Retrier(stream.retry, self.clock, on_retry=self._count_retry)
         label = f"{request.method} {redact_url(client.absolute(request.url))} [request {correlation}]"
         try:
-            raw, body = await retrier.run(attempt, method=request.method, label=label)
+            raw, body = await retrier.run(attempt, method=request.method, label=label, idempotent=safe_to_resend)
         except AuthError:
             if not unauthorized or not await self._refresh(client):
                 raise
             log.info("credentials refreshed after a 401; retrying %s once", label)
-            raw, body = await retrier.run(attempt, method=request.method, label=label)
+            raw, body = await retrier.run(attempt, method=request.method, label=label, idempotent=safe_to_resend)
         return raw, body, attempts
 
     def _stream_limit(self, stream: StreamPlan) -> asyncio.Semaphore:
@@ -209,6 +240,24 @@ class HttpTransport(Transport):
     async def _refresh(self, client: HttpSession) -> bool:
         self.counters.auth_refreshes += 1
         return await self.auth.refresh(client)
+
+
+def idempotency_key(request: Request) -> str:
+    """Derived from the request's content, so a rerun or a resumed run reuses it too."""
+    identity = orjson.dumps({"method": request.method, "url": request.url, "params": request.params,
+                             "json": request.json}, option=orjson.OPT_SORT_KEYS, default=str)
+    return hashlib.sha256(identity).hexdigest()[:32]
+
+
+def stream_windows(stream: StreamPlan) -> list[dict[str, Any] | None]:
+    """The stream's date windows as template values (``window.start``...), or one walk."""
+    plan = stream.windows
+    if plan is None:
+        return [None]
+    zone = ZoneInfo(plan.tz)
+    windows = split(parse_bound(plan.start, zone), parse_bound(plan.end, zone), parse_step(plan.step))
+    return [{"index": w.index, "label": w.label, "start": render_bound(w.start, plan.format),
+             "end": render_bound(w.end, plan.format, inclusive_end=plan.end_inclusive)} for w in windows]
 
 
 def _endpoint_failure(error: FetchError) -> bool:

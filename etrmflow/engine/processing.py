@@ -17,7 +17,15 @@ import pandas as pd
 
 from etrmflow.clock import utc_timestamp
 from etrmflow.components import (
-    BatchInfo, DeadLetter, DeadLetterSink, Page, Sink, SinkContext, Transform, Validator, Violation,
+    BatchInfo,
+    DeadLetter,
+    DeadLetterSink,
+    Page,
+    Sink,
+    SinkContext,
+    Transform,
+    Validator,
+    Violation,
 )
 from etrmflow.errors import RunFailed, SinkError, TransformError
 from etrmflow.plan import PipelinePlan

@@ -13,7 +13,6 @@ from collections import deque
 from etrmflow.clock import Clock
 from etrmflow.plan import RatePolicy
 
-
 _EPSILON = 1e-9
 
 

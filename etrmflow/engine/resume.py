@@ -37,7 +37,7 @@ def starting_point(checkpoint: Checkpoint, options: Any, result: PipelineResult)
     log.info("resuming %s (run %s) after %d page(s)", result.name, state["run_id"], state["pages_done"])
     following = state["next_request"]
     return {"request": request_from_dict(following) if following else None,
-            "index": state["pages_done"], "offset": state["offset"]}
+            "index": state["pages_done"], "offset": state["offset"], "window": state.get("window")}
 
 
 class Committer:
@@ -51,7 +51,7 @@ class Committer:
     def commit(self, page: Page) -> PageOutcome:
         outcome = self.processor.process(page)
         self.checkpoint.save(run_id=self.run_id, next_request=page.next_request, pages_done=page.index + 1,
-                             offset=page.offset + len(page.records))
+                             offset=page.offset + len(page.records), window=page.window)
         return outcome
 
 
@@ -67,9 +67,12 @@ def finish_checkpoint(checkpoint: Checkpoint, result: PipelineResult, ok: bool) 
     state = checkpoint.load()
     if state is None:
         result.missing = "every page: the run stopped before its first page was written"
+    elif state["next_request"] is None and state.get("window") is not None:
+        result.missing = f"every date window after window {state['window']}"
     elif state["next_request"] is None:
         result.missing = "no page: every page was fetched; a resumed run only finishes the outputs"
     else:
         following = state["next_request"]
-        result.missing = (f"pages after page {state['pages_done']} (next request: {following['method']} "
+        where = f" of date window {state['window']}" if state.get("window") is not None else ""
+        result.missing = (f"pages after page {state['pages_done']}{where} (next request: {following['method']} "
                           f"{following['url']} {following['params']})")
