@@ -13,7 +13,7 @@ from etrmflow.config.project import Loaded, Project, ResolvedPipeline
 from etrmflow.durations import parse_duration
 from etrmflow.plan import (
     BreakerPolicy, ComponentPlan, ConnectorPlan, ContractPlan, InvalidPolicy, PipelinePlan, Plan, RatePolicy, RetryPolicy,
-    StreamPlan, TimeoutPolicy, WindowsPlan,
+    ResponseRule, StreamPlan, TimeoutPolicy, WindowsPlan,
 )
 
 DEFAULT_CONCURRENCY = 4
@@ -117,7 +117,16 @@ def _stream(connector_data: Mapping[str, Any], source: Mapping[str, Any], connec
         breaker=_breaker(policy.get("breaker") or {}),
         windows=WindowsPlan(**stream["windows"]) if stream.get("windows") else None,
         idempotency_key_header=stream.get("idempotency_key_header"),
+        response_rules=tuple(_response_rule(rule) for rule in
+                             [*(connector_data.get("response_rules") or ()), *(stream.get("response_rules") or ())]),
     )
+
+
+def _response_rule(block: Mapping[str, Any]) -> ResponseRule:
+    status = block.get("status")
+    statuses = tuple(_expand_statuses(status if isinstance(status, list) else [status])) if status else ()
+    return ResponseRule(action=block["action"], status=statuses, path=block.get("path"),
+                        equals=block.get("equals"), has_equals="equals" in block, message=block.get("message", ""))
 
 
 def _merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:

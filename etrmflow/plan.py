@@ -59,6 +59,22 @@ class RatePolicy:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ResponseRule:
+    """What a response means when its status (and optionally a body field) matches.
+
+    ``action``: ``retry`` (a transient vendor error behind a 200), ``fail`` (give up: not
+    retried), or ``no_data`` (an empty result, not a failure; ends the walk).
+    """
+
+    action: str
+    status: tuple[int, ...] = ()
+    path: str | None = None
+    equals: Any = None
+    has_equals: bool = False
+    message: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class WindowsPlan:
     """A long date range split into windows, each paginated on its own."""
 
@@ -87,6 +103,7 @@ class StreamPlan:
     breaker: BreakerPolicy = BreakerPolicy()
     windows: WindowsPlan | None = None
     idempotency_key_header: str | None = None
+    response_rules: tuple[ResponseRule, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -21,6 +21,7 @@ from etrmflow.clock import Clock, utc_timestamp
 from etrmflow.components import Auth, Page, Paginator, Request, Response, Transport
 from etrmflow.engine.breaker import BreakerBoard
 from etrmflow.engine.http_client import (
+    NO_DATA,
     FetchCounters,
     HttpSession,
     RawResponse,
@@ -147,9 +148,12 @@ class HttpTransport(Transport):
             context = {**functions, "page": index + 1, "offset": offset, "cursor": None,
                        **paginator.template_context(request)}
             raw, body, attempts = await self.fetch(self._render(request, context), stream)
-            records = _records(body, records_path, stream.records, raw)
-            response = Response(status=raw.status, headers=raw.headers, body=body, url=raw.url)
-            following = paginator.next(request, response, records)
+            if body is NO_DATA:  # the vendor says there is nothing (more) here: an empty last page
+                records, following = [], None
+            else:
+                records = _records(body, records_path, stream.records, raw)
+                response = Response(status=raw.status, headers=raw.headers, body=body, url=raw.url)
+                following = paginator.next(request, response, records)
             yield Page(connector=self.connector.name, stream=stream.name,
                        partition=window["label"] if window else "", index=index,
                        method=request.method, url=redact_url(raw.url), status=raw.status,
@@ -209,7 +213,7 @@ class HttpTransport(Transport):
                 # Only the vendor's 401 to a data request earns a refresh: a token endpoint that
                 # refused our credentials will refuse them again.
                 unauthorized = raw.status == 401
-                decoded = classify(raw, request.method, stream.retry, self.clock.now())
+                decoded = classify(raw, request.method, stream.retry, self.clock.now(), stream.response_rules)
             except FetchError as exc:
                 breaker.record(not _endpoint_failure(exc), probe=probe)
                 raise

@@ -22,7 +22,8 @@ from etrmflow.clock import Clock
 from etrmflow.components import HttpClient, Request, Response
 from etrmflow.engine.retry import parse_retry_after
 from etrmflow.errors import AuthError, FatalFetchError, FetchError, RetriableFetchError
-from etrmflow.plan import RetryPolicy
+from etrmflow.jsonpath import MISSING, compile_path, extract
+from etrmflow.plan import ResponseRule, RetryPolicy
 from etrmflow.secrets import SecretStore, redact, redact_url
 
 log = logging.getLogger("etrmflow.http")
@@ -150,9 +151,21 @@ def transport_error(error: RetriableFetchError, retry: RetryPolicy) -> FetchErro
     return error
 
 
-def classify(raw: RawResponse, method: str, retry: RetryPolicy, now: Any) -> Any:
-    """Decode a response or raise the exception class that decides its fate."""
+NO_DATA: Any = object()
+"""What ``classify`` returns when a response rule says the vendor has no data: an empty page."""
+
+
+def classify(raw: RawResponse, method: str, retry: RetryPolicy, now: Any,
+             rules: tuple[ResponseRule, ...] = ()) -> Any:
+    """Decode a response or raise the exception class that decides its fate.
+
+    Response rules come first: a connector may declare that a status means "no data", or that
+    a 200 carrying an error body is retriable or fatal.
+    """
     shown = redact_url(raw.url)
+    status_rule = next((r for r in rules if raw.status in r.status and r.path is None), None)
+    if status_rule is not None:
+        return _apply(status_rule, raw, method, shown)
     if raw.status == 401:
         raise AuthError(f"{method} {shown} answered 401 Unauthorized: {_excerpt(raw.body)}", url=shown, status=401)
     if raw.status in retry.on_status:
@@ -163,11 +176,32 @@ def classify(raw: RawResponse, method: str, retry: RetryPolicy, now: Any) -> Any
         raise FatalFetchError(f"{method} {shown} answered {raw.status}: {_excerpt(raw.body)}", url=shown,
                               status=raw.status)
     try:
-        return orjson.loads(raw.body) if raw.body else None
+        body = orjson.loads(raw.body) if raw.body else None
     except orjson.JSONDecodeError as exc:
         # A truncated body is usually a broken transfer: worth another attempt.
         raise RetriableFetchError(f"{method} {shown} returned malformed JSON ({exc})", url=shown,
                                   status=raw.status) from None
+    for rule in rules:
+        if rule.path is not None and (not rule.status or raw.status in rule.status) and _matches(rule, body):
+            return _apply(rule, raw, method, shown)
+    return body
+
+
+def _matches(rule: ResponseRule, body: Any) -> bool:
+    value = extract(body, compile_path(rule.path or "$"))
+    if value is MISSING or value is None:
+        return False
+    return value == rule.equals if rule.has_equals else True
+
+
+def _apply(rule: ResponseRule, raw: RawResponse, method: str, shown: str) -> Any:
+    if rule.action == "no_data":
+        return NO_DATA
+    what = f"{method} {shown} answered {raw.status} matching a response rule"
+    detail = f" ({rule.message})" if rule.message else ""
+    if rule.action == "retry":
+        raise RetriableFetchError(f"{what}{detail}: {_excerpt(raw.body)}", url=shown, status=raw.status)
+    raise FatalFetchError(f"{what}{detail}: {_excerpt(raw.body)}", url=shown, status=raw.status)
 
 
 def _excerpt(body: bytes) -> str:
