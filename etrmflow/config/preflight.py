@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -9,12 +10,16 @@ from etrmflow.config.project import Loaded, ResolvedPipeline
 from etrmflow.config.yamlfile import KeyPath, format_key_path
 from etrmflow.errors import ConfigIssue, SecretMissing
 from etrmflow.secrets import SecretStore
-from etrmflow.templating import SECRET_MARKER
+from etrmflow.templating import SECRET_MARKER, is_template
+
+_SECRET_CALL = re.compile(r"""secret\(\s*['"]([A-Za-z_][A-Za-z0-9_]*)['"]""")
+"""A secret() call in a request-time template, which stays unrendered until the request."""
 
 
 def _markers(value: Any, path: KeyPath = ()) -> list[tuple[KeyPath, str]]:
     if isinstance(value, str):
-        return [(path, name) for name in SECRET_MARKER.findall(value)]
+        names = SECRET_MARKER.findall(value) + (_SECRET_CALL.findall(value) if is_template(value) else [])
+        return [(path, name) for name in names]
     if isinstance(value, Mapping):
         return [found for key, item in value.items() for found in _markers(item, path + (key,))]
     if isinstance(value, list):
@@ -25,7 +30,7 @@ def _markers(value: Any, path: KeyPath = ()) -> list[tuple[KeyPath, str]]:
 def check_secrets(pipelines: list[ResolvedPipeline], store: SecretStore) -> None:
     """Raise SecretMissing (exit 2) naming every unset secret at its file:line:col."""
     issues: list[ConfigIssue] = []
-    seen: set[tuple[str, KeyPath]] = set()
+    seen: set[tuple[str, KeyPath, str]] = set()
     for resolved in pipelines:
         for loaded in (resolved.connector, resolved.pipeline):
             issues.extend(_missing(loaded, store, seen))
@@ -33,12 +38,12 @@ def check_secrets(pipelines: list[ResolvedPipeline], store: SecretStore) -> None
         raise SecretMissing(issues)
 
 
-def _missing(loaded: Loaded, store: SecretStore, seen: set[tuple[str, KeyPath]]) -> list[ConfigIssue]:
+def _missing(loaded: Loaded, store: SecretStore, seen: set[tuple[str, KeyPath, str]]) -> list[ConfigIssue]:
     issues = []
     for path, name in _markers(loaded.data):
-        if (loaded.document.display, path) in seen or not store.missing([name]):
+        if (loaded.document.display, path, name) in seen or not store.missing([name]):
             continue
-        seen.add((loaded.document.display, path))
+        seen.add((loaded.document.display, path, name))
         issues.append(ConfigIssue(location=loaded.document.locate(path), key_path=format_key_path(path),
                                   message=f"secret '{name}' is not set",
                                   hint=f"export {name}=... in the environment that runs etrmflow"))

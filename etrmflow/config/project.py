@@ -1,7 +1,8 @@
 """Finding and loading a project: the pipeline file, the connector and contract it names.
 
-Only this module (and ``yamlfile``) touches project files. Everything it returns is plain,
-rendered and checked data, ready for ``etrmflow.compile``.
+Only this package touches project files. Everything it returns is plain, rendered and checked
+data, ready for ``etrmflow.compile``. Every problem in every file a pipeline reaches is
+reported in one go: a schema problem in the pipeline does not hide a typo in its connector.
 """
 
 from __future__ import annotations
@@ -13,15 +14,29 @@ from pathlib import Path
 from typing import Any
 
 from etrmflow.components import Kind
-from etrmflow.config.check import check_against, check_component, did_you_mean, document_schema
+from etrmflow.config.blocks import check_component
+from etrmflow.config.check import check_against, describe, did_you_mean, document_schema
 from etrmflow.config.render import RenderContext, render_document
-from etrmflow.config.semantics import check_connector_semantics, check_contract_semantics
+from etrmflow.config.semantics import (
+    check_connector_semantics,
+    check_contract_semantics,
+)
+from etrmflow.config.settings import (
+    PROJECT_FILE,
+    check_pipeline_path,
+    display_path,
+    find_project_root,
+    plain_vars,
+    project_settings,
+)
 from etrmflow.config.yamlfile import YamlDocument, load_yaml
 from etrmflow.errors import ConfigError, ConfigIssue, IssueCollector, Location
 from etrmflow.plugins import Registry
 
-PROJECT_FILE = "etrmflow.yml"
 FOLDERS = ("connectors", "contracts", "pipelines")
+_SEMANTICS = {"connector": check_connector_semantics, "contract": check_contract_semantics}
+
+__all__ = ["FOLDERS", "PROJECT_FILE", "Loaded", "Project", "ResolvedPipeline", "find_project_root", "open_project"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -39,6 +54,14 @@ class ResolvedPipeline:
     contract: Loaded
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Result:
+    """A loaded document (None if it could not be read as a mapping) and its problems."""
+
+    loaded: Loaded | None
+    issues: list[ConfigIssue]
+
+
 @dataclass(slots=True)
 class Project:
     """A project folder: its settings, variables and a cache of loaded documents."""
@@ -50,7 +73,7 @@ class Project:
     registry: Registry
     environ: Mapping[str, str] = field(default_factory=lambda: os.environ)
     render_context: RenderContext = field(init=False)
-    _cache: dict[Path, Loaded | list[ConfigIssue]] = field(default_factory=dict)
+    _cache: dict[Path, _Result] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.render_context = RenderContext(vars=self.vars, environ=self.environ)
@@ -61,29 +84,27 @@ class Project:
 
     def display(self, path: Path) -> str:
         """Paths in messages: relative to the working directory when inside it."""
-        try:
-            return str(path.resolve().relative_to(Path.cwd().resolve()))
-        except ValueError:
-            return str(path)
+        return display_path(path)
 
-    def load(self, path: Path, schema: str) -> Loaded | list[ConfigIssue]:
+    def load(self, path: Path, schema: str) -> _Result:
         """Load, render and check one document against its packaged schema (cached)."""
         path = path.resolve()
         if path not in self._cache:
             self._cache[path] = self._load_uncached(path, schema)
         return self._cache[path]
 
-    def _load_uncached(self, path: Path, schema: str) -> Loaded | list[ConfigIssue]:
+    def _load_uncached(self, path: Path, schema: str) -> _Result:
         try:
             document = load_yaml(path, self.display(path))
         except ConfigError as exc:
-            return exc.issues
+            return _Result(loaded=None, issues=exc.issues)
         if not isinstance(document.data, dict):
-            return [ConfigIssue(location=document.locate(()), key_path="",
-                                message=f"expected a mapping of keys at the top of the {schema} file")]
+            return _Result(loaded=None, issues=[_not_a_mapping(document, schema)])
         data, issues = render_document(document, self.render_context)
-        issues += check_against(document, data, document_schema(schema))
-        return issues if issues else Loaded(data=data, document=document)
+        issues += _outside(check_against(document, data, document_schema(schema)), issues)
+        if not issues and schema in _SEMANTICS:  # deeper checks need a document of the right shape
+            issues = _SEMANTICS[schema](document, data, self.registry)
+        return _Result(loaded=Loaded(data=data, document=document), issues=issues)
 
     def find(self, folder: str, name: str) -> Path | None:
         """The file in ``folder`` declaring ``name``: NAME.yml first, then any file's ``name:``."""
@@ -102,39 +123,57 @@ class Project:
     def resolve(self, pipeline_path: Path) -> ResolvedPipeline:
         """Load a pipeline and everything it references; raise ConfigError with every issue."""
         issues = IssueCollector()
-        pipeline = self.load(pipeline_path, "pipeline")
-        if isinstance(pipeline, list):
-            issues.extend(pipeline)
+        pipeline = self._loaded(self.load(pipeline_path, "pipeline"), issues)
+        if pipeline is None:
             issues.raise_if_any()
-        assert isinstance(pipeline, Loaded)
-        _check_pipeline_components(pipeline, self.registry, issues)
+        assert pipeline is not None
+        _check_pipeline_components(pipeline, self.registry, issues, str(self.root))
         connector = self._reference(pipeline, ("source", "connector"), "connectors", "connector", issues)
         contract = self._reference(pipeline, ("contract",), "contracts", "contract", issues)
         if connector is not None:
             _check_stream_reference(pipeline, connector, issues)
-            issues.extend(check_connector_semantics(connector.document, connector.data, self.registry))
-        if contract is not None:
-            issues.extend(check_contract_semantics(contract.document, contract.data, self.registry))
         issues.raise_if_any()
         assert connector is not None and contract is not None
         return ResolvedPipeline(pipeline=pipeline, connector=connector, contract=contract)
+
+    def _loaded(self, result: _Result, issues: IssueCollector) -> Loaded | None:
+        issues.extend(result.issues)
+        return result.loaded
 
     def _reference(self, pipeline: Loaded, key: tuple[str, ...], folder: str, schema: str,
                    issues: IssueCollector) -> Loaded | None:
         value: Any = pipeline.data
         for part in key:
-            value = value[part]
+            value = value.get(part) if isinstance(value, Mapping) else None
+        if not isinstance(value, str):
+            return None  # missing or not a name: the pipeline schema check said so
         path = self.find(folder, value)
         if path is None:
-            hint = did_you_mean(value, self.names(folder)) or f"no {schema}s found in {folder}/"
+            hint = did_you_mean(value, self.names(folder)) or f"there are no {schema} files yet"
             issues.add(pipeline.document.locate(key), ".".join(key),
-                       f"unknown {schema} '{value}' (looked in {self.display(self.root / folder)}/)", hint)
+                       f"no {schema} named '{value}' in {self.display(self.root / folder)}/", hint)
             return None
-        loaded = self.load(path, schema)
-        if isinstance(loaded, list):
-            issues.extend(loaded)
-            return None
-        return loaded
+        result = self.load(path, schema)
+        issues.extend(result.issues)
+        return result.loaded if not result.issues else None
+
+
+def _outside(found: list[ConfigIssue], rendering: list[ConfigIssue]) -> list[ConfigIssue]:
+    """Schema issues not at or below a value whose template failed (it was never rendered)."""
+    failed = [issue.key_path for issue in rendering]
+    return [issue for issue in found
+            if not any(issue.key_path == path or issue.key_path.startswith((path + ".", path + "["))
+                       for path in failed)]
+
+
+def _not_a_mapping(document: YamlDocument, schema: str) -> ConfigIssue:
+    required = ", ".join(document_schema(schema).get("required", []))
+    if document.data is None:
+        return ConfigIssue(location=Location(file=document.display), key_path="",
+                           message=f"the file is empty; a {schema} file needs at least: {required}")
+    return ConfigIssue(location=document.locate(()), key_path="",
+                       message=f"expected a mapping (key: value lines) at the top of a {schema} file, "
+                               f"got {describe(document.data)}", hint=f"a {schema} file needs at least: {required}")
 
 
 def _declared_name(path: Path) -> str | None:
@@ -149,65 +188,39 @@ def _declared_name(path: Path) -> str | None:
     return None
 
 
-def _check_pipeline_components(pipeline: Loaded, registry: Registry, issues: IssueCollector) -> None:
+def _check_pipeline_components(pipeline: Loaded, registry: Registry, issues: IssueCollector, root: str) -> None:
     data, document = pipeline.data, pipeline.document
-    for index, step in enumerate(data.get("transforms") or []):
-        issues.extend(check_component(document, step, ("transforms", index), Kind.TRANSFORM, registry))
-    for index, sink in enumerate(data.get("sinks") or []):
-        issues.extend(check_component(document, sink, ("sinks", index), Kind.SINK, registry))
+    for key, kind in (("transforms", Kind.TRANSFORM), ("sinks", Kind.SINK)):
+        blocks = data.get(key)
+        for index, block in enumerate(blocks if isinstance(blocks, list) else []):
+            issues.extend(check_component(document, block, (key, index), kind, registry, project_dir=root))
     if "dead_letter" in data:
         issues.extend(check_component(document, data["dead_letter"], ("dead_letter",), Kind.DEAD_LETTER, registry))
 
 
 def _check_stream_reference(pipeline: Loaded, connector: Loaded, issues: IssueCollector) -> None:
-    stream = pipeline.data["source"]["stream"]
+    source = pipeline.data.get("source")
+    stream = source.get("stream") if isinstance(source, Mapping) else None
     streams = connector.data.get("streams") or {}
-    if stream not in streams:
+    if isinstance(stream, str) and stream not in streams:
         issues.add(pipeline.document.locate(("source", "stream")), "source.stream",
                    f"connector '{connector.data['name']}' has no stream '{stream}'",
                    did_you_mean(stream, streams))
 
 
-def find_project_root(start: Path) -> Path | None:
-    """The nearest folder at or above ``start`` holding etrmflow.yml or connectors/contracts/."""
-    start = start.resolve()
-    folder = start if start.is_dir() else start.parent
-    for candidate in (folder, *folder.parents):
-        if (candidate / PROJECT_FILE).is_file():
-            return candidate
-        if (candidate / "connectors").is_dir() or (candidate / "contracts").is_dir():
-            return candidate
-    return None
-
-
 def open_project(pipeline_path: Path, *, registry: Registry, cli_vars: Mapping[str, Any] | None = None,
                  target_dir: Path | None = None, environ: Mapping[str, str] | None = None) -> Project:
     """The project a pipeline file belongs to, with its settings and the ``--vars`` applied."""
-    if not pipeline_path.is_file():
-        raise ConfigError(ConfigIssue(location=Location(file=str(pipeline_path)), key_path="",
-                                      message="pipeline file not found",
-                                      hint="give the path to a pipelines/*.yml file"))
+    check_pipeline_path(pipeline_path)
     root = find_project_root(pipeline_path)
     if root is None:
         raise ConfigError(ConfigIssue(
-            location=Location(file=str(pipeline_path)), key_path="",
+            location=Location(file=display_path(pipeline_path)), key_path="",
             message="cannot find the project root",
             hint=f"put an {PROJECT_FILE} file, or connectors/ and contracts/ folders, in a parent folder"))
-    settings = _project_settings(root)
-    variables = {**(settings.get("vars") or {}), **dict(cli_vars or {})}
+    settings = project_settings(root)
+    variables = {**(settings.get("vars") or {}), **plain_vars(cli_vars or {})}
     target = target_dir or root / settings.get("target_dir", "target")
     return Project(root=root, name=settings.get("name") or root.name, vars=variables,
                    target_dir=target, registry=registry,
                    environ=os.environ if environ is None else environ)
-
-
-def _project_settings(root: Path) -> dict[str, Any]:
-    path = root / PROJECT_FILE
-    if not path.is_file():
-        return {}
-    document = load_yaml(path, str(path))
-    data = document.data or {}
-    issues = check_against(document, data, document_schema("project"))
-    if issues:
-        raise ConfigError(issues)
-    return data
