@@ -91,9 +91,9 @@ class ConfigError(EtrmflowError):
     exit_code = ExitCode.CONFIG_ERROR
 
     def __init__(self, issues: list[ConfigIssue] | ConfigIssue) -> None:
-        self.issues: list[ConfigIssue] = sorted(
-            issues if isinstance(issues, list) else [issues], key=ConfigIssue.sort_key
-        )
+        # A connector shared by several pipelines would otherwise report its problem once each.
+        unique = list(dict.fromkeys(issues if isinstance(issues, list) else [issues]))
+        self.issues: list[ConfigIssue] = sorted(unique, key=ConfigIssue.sort_key)
         super().__init__("\n".join(str(issue) for issue in self.issues))
 
 

@@ -13,7 +13,7 @@ from etrmflow.cli.summary import describe_plan, describe_results, plugin_rows
 from etrmflow.compile import compile_plan
 from etrmflow.config.preflight import check_secrets
 from etrmflow.config.project import Project, ResolvedPipeline, open_project
-from etrmflow.errors import ConfigError, ExitCode, IssueCollector
+from etrmflow.errors import ConfigError, ConfigIssue, ExitCode, IssueCollector, Location
 from etrmflow.plan import Plan
 from etrmflow.results import Status
 
@@ -29,7 +29,12 @@ def _expand(paths: tuple[Path, ...]) -> list[Path]:
     files: list[Path] = []
     for path in paths:
         if path.is_dir():
-            files.extend(sorted(p for p in path.iterdir() if p.suffix in (".yml", ".yaml")))
+            found = sorted(p for p in path.iterdir() if p.suffix in (".yml", ".yaml"))
+            if not found:
+                raise ConfigError(ConfigIssue(location=Location(file=str(path)), key_path="",
+                                              message="no pipeline files (*.yml) in this folder",
+                                              hint="give a pipeline file or a folder of them, e.g. pipelines/"))
+            files.extend(found)
         else:
             files.append(path)
     return files

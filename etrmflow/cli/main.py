@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import click
-import yaml
 
 from etrmflow import __version__
+from etrmflow.config.yamlfile import parse_vars_text
 from etrmflow.errors import ConfigError, EtrmflowError, ExitCode
 from etrmflow.plugins import PluginError, Registry
 from etrmflow.secrets import redact
@@ -60,12 +60,9 @@ def parse_vars(text: str | None) -> dict[str, Any]:
     if not text:
         return {}
     try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise click.BadParameter(f"not YAML or JSON: {exc}", param_hint="--vars") from None
-    if not isinstance(value, dict):
-        raise click.BadParameter("must be a mapping, e.g. '{since: 2025-01-01}'", param_hint="--vars")
-    return value
+        return parse_vars_text(text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--vars") from None
 
 
 @click.group(epilog=EXIT_CODES_HELP, context_settings={"help_option_names": ["-h", "--help"]})
