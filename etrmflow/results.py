@@ -54,6 +54,8 @@ class PipelineResult:
     """Set when this run continued an earlier one: the pages it had already written."""
     missing: str | None = None
     """For a failed run: what was not fetched, to be fetched by ``etrmflow run --resume``."""
+    breaker_transitions: list[dict[str, Any]] = field(default_factory=list)
+    """Every circuit-breaker state change: endpoint, from, to, reason."""
 
     def as_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

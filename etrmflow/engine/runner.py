@@ -120,6 +120,10 @@ async def run_pipeline(plan: Plan, pipeline: PipelinePlan, registry: Registry, o
             counters = transport.counters
             result.counts.requests, result.counts.retries, result.counts.bytes = (
                 counters.requests, counters.retries, counters.bytes)
+            breakers = getattr(transport, "breakers", None)  # transports without breakers have none
+            result.breaker_transitions = [
+                {"endpoint": t.endpoint, "from": t.from_state, "to": t.to_state, "reason": t.reason}
+                for t in (breakers.transitions if breakers else ())]
         _check_accounting(result)
         _check_thresholds(pipeline, result)
         ok = True
