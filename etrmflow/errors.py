@@ -11,6 +11,7 @@ The class of an exception decides what the engine does with it::
     │   ├── RetriesExhausted       a retriable failure that outlasted the retry policy
     │   ├── FatalFetchError        4xx, malformed body, token refused: not retried
     │   │   └── AuthError          the vendor refused our credentials
+    │   │       └── CredentialsRejected  the token endpoint said invalid_client etc.  -> exit 2
     │   └── PaginationError        a walk that loops, never stops or ends short
     ├── TransformError         a transform step failed on the data            -> exit 1
     ├── SinkError              a write failed; the batch was rolled back      -> exit 1
@@ -129,6 +130,15 @@ class FatalFetchError(FetchError):
 
 class AuthError(FatalFetchError):
     """The vendor refused our credentials, or the token endpoint said no."""
+
+
+class CredentialsRejected(AuthError):
+    """The token endpoint refused the configured credentials (invalid_client, invalid_grant...).
+
+    A configuration problem, not a vendor outage: exit 2, and never retried.
+    """
+
+    exit_code = ExitCode.CONFIG_ERROR
 
 
 class PaginationError(FatalFetchError):

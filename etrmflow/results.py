@@ -49,13 +49,20 @@ class PipelineResult:
     duration_s: float = 0.0
     error: str | None = None
     error_type: str | None = None
+    exit_code: int = 0
+    """What this pipeline alone would exit with: 1 for a failed run, 2 for rejected credentials."""
     dead_letter: str = ""
     resumed_from_page: int | None = None
     """Set when this run continued an earlier one: the pages it had already written."""
     missing: str | None = None
     """For a failed run: what was not fetched, to be fetched by ``etrmflow run --resume``."""
+    resumable: bool = True
+    """False when the failed run wrote nothing: a resume would only start over."""
     breaker_transitions: list[dict[str, Any]] = field(default_factory=list)
     """Every circuit-breaker state change: endpoint, from, to, reason."""
+    drift: dict[str, int] = field(default_factory=dict)
+    """Schema drift: fields the contract schema does not declare, with how many records had them
+    (valid or not), over the pages this run processed."""
 
     def as_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

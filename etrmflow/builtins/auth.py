@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 from etrmflow import hookimpl
 from etrmflow.clock import Clock
 from etrmflow.components import Auth, HttpClient, Request, Response
-from etrmflow.errors import AuthError, FetchError, RetriableFetchError
+from etrmflow.errors import AuthError, CredentialsRejected, FetchError, RetriableFetchError
 
 _STRING = {"type": "string", "minLength": 1}
 
@@ -167,8 +167,8 @@ class _OAuth2(Auth):
                                       status=response.status)
         if response.status >= 400 or "error" in body:
             error = body.get("error", f"HTTP {response.status}")
-            raise AuthError(f"token endpoint refused the credentials: {error} "
-                            f"(check client id and secret; this is not retried)", status=response.status)
+            raise CredentialsRejected(f"token endpoint refused the credentials: {error} "
+                                      f"(check client id and secret; this is not retried)", status=response.status)
         field = self.options.get("token_field", "access_token")
         token = body.get(field)
         if not isinstance(token, str) or not token:

@@ -107,8 +107,8 @@ def run(state: State, pipelines: tuple[Path, ...], vars_text: str | None, target
     secrets = SecretStore(environ=os.environ, defaults=project.secret_defaults)
     check_secrets(resolved, secrets)
     results = asyncio.run(run_plan(plan, project.registry, RunOptions(secrets=secrets, run_id=state.run_id, resume=resume)))
-    failed = any(result.status is Status.FAILED for result in results.pipelines)
-    results.exit_code = int(ExitCode.RUN_FAILED if failed else ExitCode.OK)
+    results.exit_code = max((result.exit_code or ExitCode.RUN_FAILED for result in results.pipelines
+                             if result.status is Status.FAILED), default=int(ExitCode.OK))
     write_json(project.target_dir / "run_results.json", results.as_dict())
     click.echo(describe_results(results))
     click.echo(f"Wrote {project.display(project.target_dir / 'run_results.json')}")

@@ -3,7 +3,7 @@
 Exit codes:
   0    success (invalid records, if any, were quarantined within policy)
   1    run failed: a fetch or write failed for good, or a quarantine threshold was breached
-  2    configuration error or missing secret: nothing was fetched
+  2    configuration error, missing secret or credentials the vendor refused: nothing was fetched
   3    internal error: a bug; a crash log was written to the target folder
   130  interrupted (Ctrl-C)
 """
@@ -31,7 +31,7 @@ EXIT_CODES_HELP = """\b
 Exit codes:
   0    success (invalid records quarantined within policy)
   1    run failed (fetch or write failed, or a quarantine threshold breached)
-  2    configuration error or missing secret; nothing was fetched
+  2    configuration error, missing secret or refused credentials; nothing fetched
   3    internal error (crash log in the target folder)
   130  interrupted
 """
@@ -150,3 +150,4 @@ def registry() -> Registry:
 
 
 from etrmflow.cli import commands  # noqa: E402,F401  (registers the subcommands)
+from etrmflow.cli import dlq_command  # noqa

@@ -77,6 +77,11 @@ def describe_plan(plan: Plan) -> str:
     return "\n".join(lines)
 
 
+def drift_text(drift: dict[str, int]) -> str:
+    """``fieldA (12), fieldB (3)``: the most frequent undeclared field first."""
+    return ", ".join(f"{name} ({count})" for name, count in sorted(drift.items(), key=lambda i: (-i[1], i[0])))
+
+
 def describe_results(results: RunResults) -> str:
     lines = []
     for result in results.pipelines:
@@ -91,11 +96,14 @@ def describe_results(results: RunResults) -> str:
             lines.append(f"       {sink}: {rows} rows")
         if counts.quarantined:
             lines.append(f"       dead letters: {result.dead_letter} ({counts.dead_letters_new} new)")
+        if result.drift:
+            lines.append(f"       schema drift: {drift_text(result.drift)}")
         if result.error:
             lines.append(f"       error: {result.error}")
         if result.missing:
             lines.append(f"       missing: {result.missing}")
-            lines.append("       fetch only what is missing with: etrmflow run --resume ...")
+            if result.resumable:
+                lines.append("       fetch only what is missing with: etrmflow run --resume ...")
     passed = sum(1 for r in results.pipelines if r.status is Status.SUCCESS)
     lines.append(f"Done. {passed} of {len(results.pipelines)} pipeline(s) succeeded (run {results.run_id}).")
     return "\n".join(lines)

@@ -67,6 +67,7 @@ def finish_checkpoint(checkpoint: Checkpoint, result: PipelineResult, ok: bool) 
     state = checkpoint.load()
     if state is None:
         result.missing = "every page: the run stopped before its first page was written"
+        result.resumable = False
     elif state["next_request"] is None and state.get("window") is not None:
         result.missing = f"every date window after window {state['window']}"
     elif state["next_request"] is None:

@@ -18,7 +18,7 @@ from etrmflow.components import ContractInfo, Kind, Page, SinkContext, Validatio
 from etrmflow.engine.checkpoint import Checkpoint
 from etrmflow.engine.processing import PageOutcome, PageProcessor
 from etrmflow.engine.resume import Committer, finish_checkpoint, starting_point
-from etrmflow.errors import EtrmflowError, RunFailed
+from etrmflow.errors import EtrmflowError, ExitCode, RunFailed
 from etrmflow.plan import ComponentPlan, PipelinePlan, Plan
 from etrmflow.plugins import Registry
 from etrmflow.results import PipelineResult, RunResults, Status
@@ -148,6 +148,7 @@ def _fail(result: PipelineResult, exc: BaseException) -> None:
     if result.error is None:
         result.error = redact(str(exc))
         result.error_type = type(exc).__name__
+        result.exit_code = int(getattr(exc, "exit_code", ExitCode.RUN_FAILED))
         log.error("pipeline %s failed: %s", result.name, result.error,
                   extra={"pipeline": result.name, "error_type": result.error_type})
 
@@ -196,6 +197,11 @@ def _add(result: PipelineResult, page: Page, outcome: PageOutcome) -> None:
     for sink, rows in outcome.written.items():
         result.sinks[sink] = result.sinks.get(sink, 0) + rows
     counts.written = min(result.sinks.values()) if result.sinks else 0
+    for name, records in outcome.drift.items():
+        if name not in result.drift:
+            log.warning("schema drift in %s: field %r is not declared in the contract schema (first seen on "
+                        "page %d)", result.name, name, page.index, extra={"pipeline": result.name})
+        result.drift[name] = result.drift.get(name, 0) + records
     log.debug("page %d of %s: %d records, %d quarantined", page.index, page.stream, outcome.fetched,
               outcome.quarantined)
 

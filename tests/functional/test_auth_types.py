@@ -72,28 +72,30 @@ def test_no_auth_on_a_protected_endpoint_fails_with_the_vendors_401(
 
 
 WRONG_CREDENTIALS = {
-    # name: (auth block, the message the user sees, token requests, data requests)
+    # name: (auth block, the message the user sees, token requests, data requests, exit code)
+    # A token endpoint's refusal is a configuration error (2); a data call's 401 fails the run (1).
     "oauth2_client_credentials": (CLIENT_CREDENTIALS + "}", "token endpoint refused the credentials: "
-                                  "invalid_client (check client id and secret; this is not retried)", 1, 0),
+                                  "invalid_client (check client id and secret; this is not retried)", 1, 0, 2),
     "oauth2_password": (PASSWORD, "token endpoint refused the credentials: invalid_client "
-                        "(check client id and secret; this is not retried)", 1, 0),
-    "bearer": (f'{{type: bearer, token: "{SECRET}"}}', "answered 401 Unauthorized", 0, 1),
+                        "(check client id and secret; this is not retried)", 1, 0, 2),
+    "bearer": (f'{{type: bearer, token: "{SECRET}"}}', "answered 401 Unauthorized", 0, 1, 1),
     "api_key_query": (f'{{type: api_key, in: query, name: api_key, value: "{SECRET}"}}',
-                      "answered 401 Unauthorized", 0, 1),
+                      "answered 401 Unauthorized", 0, 1, 1),
 }
 
 
 @pytest.mark.parametrize("case", sorted(WRONG_CREDENTIALS))
 def test_wrong_credentials_fail_clearly_without_the_secret(case: str, etrmflow_project: EtrmflowProject,
                                                            sandbox_vendor_factory: SandboxFactory) -> None:
-    auth, message, token_requests, data_requests = WRONG_CREDENTIALS[case]
+    auth, message, token_requests, data_requests, exit_code = WRONG_CREDENTIALS[case]
     wrong = f"wrong-{case}-credential-4f1d2a"
     vendor = sandbox_vendor_factory(trades=TRADES)
     project = sandbox_project(etrmflow_project, vendor, auth=auth)
 
     result = project.run("run", "pipelines/trades.yml", env={"VENDOR_SECRET": wrong})
 
-    assert result.exit_code == 1, result.output
+    assert result.exit_code == exit_code, result.output
+    assert "--resume" not in result.stdout  # nothing was written: there is nothing to resume
     assert message in project.pipeline_result()["error"]
     assert f"error: {project.pipeline_result()['error']}" in result.stdout
     assert wrong not in result.stdout + result.stderr
