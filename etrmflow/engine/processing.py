@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -27,6 +27,7 @@ from etrmflow.components import (
     Validator,
     Violation,
 )
+from etrmflow.engine.drift import DriftCounter
 from etrmflow.errors import RunFailed, SinkError, TransformError
 from etrmflow.plan import PipelinePlan
 
@@ -40,6 +41,8 @@ class PageOutcome:
     quarantined: int
     dead_letters_new: int
     written: dict[str, int]
+    drift: dict[str, int] = field(default_factory=dict)
+    """Fields the contract schema does not declare: ``{field: records of the page that have it}``."""
 
 
 def record_sha256(record: Any) -> str:
@@ -68,6 +71,7 @@ class PageProcessor:
         self.dead_letter = dead_letter
         self.context = context
         self.columns = list((plan.contract.schema.get("properties") or {}).keys())
+        self.drift = DriftCounter(plan.contract.schema)
 
     def open(self) -> None:
         self.dead_letter.open(self.context)
@@ -99,7 +103,7 @@ class PageProcessor:
                             f"is fail; first: {reasons} (quarantined in {self.dead_letter.describe()})")
         written = self.write(valid, batch) if valid else {sink.describe(): 0 for sink in self.sinks}
         return PageOutcome(fetched=len(page.records), valid=len(valid), quarantined=len(letters),
-                           dead_letters_new=new_letters, written=written)
+                           dead_letters_new=new_letters, written=written, drift=self.drift.count(page.records))
 
     def validate(self, records: list[Any]) -> list[list[Violation]]:
         verdicts: list[list[Violation]] = [[] for _ in records]
