@@ -67,6 +67,12 @@ class CircuitBreaker:
         self.probe_in_flight = True
         return True
 
+    def release(self, *, probe: bool) -> None:
+        """An outcome that says nothing about the endpoint's health (the vendor throttled the
+        request): free the probe slot, leave the state and the failure count as they are."""
+        if probe:
+            self.probe_in_flight = False
+
     def record(self, success: bool, *, probe: bool) -> None:
         if probe:
             self.probe_in_flight = False

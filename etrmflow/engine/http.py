@@ -44,6 +44,7 @@ from etrmflow.windows import parse_bound, parse_step, render_bound, split
 
 log = logging.getLogger("etrmflow.http")
 _BODY_EXCERPT = 200
+THROTTLED = 429
 
 
 class HttpTransport(Transport):
@@ -215,20 +216,32 @@ class HttpTransport(Transport):
                 unauthorized = raw.status == 401
                 decoded = classify(raw, request.method, stream.retry, self.clock.now(), stream.response_rules)
             except FetchError as exc:
-                breaker.record(not _endpoint_failure(exc), probe=probe)
+                if exc.status == THROTTLED:  # throttled, not unwell: Retry-After and the backoff deal with it
+                    breaker.release(probe=probe)
+                else:
+                    breaker.record(not _endpoint_failure(exc), probe=probe)
                 raise
             breaker.record(True, probe=probe)
             return raw, decoded
 
         retrier = Retrier(stream.retry, self.clock, on_retry=self._count_retry)
         label = f"{request.method} {redact_url(client.absolute(request.url))} [request {correlation}]"
+
+        async def with_retries() -> tuple[RawResponse, Any]:
+            try:
+                return await retrier.run(attempt, method=request.method, label=label, idempotent=safe_to_resend)
+            except FetchError as exc:
+                if exc.status == THROTTLED:  # throttling that outlasted the retries does count
+                    breaker.record(False, probe=False)
+                raise
+
         try:
-            raw, body = await retrier.run(attempt, method=request.method, label=label, idempotent=safe_to_resend)
+            raw, body = await with_retries()
         except AuthError:
             if not unauthorized or not await self._refresh(client):
                 raise
             log.info("credentials refreshed after a 401; retrying %s once", label)
-            raw, body = await retrier.run(attempt, method=request.method, label=label, idempotent=safe_to_resend)
+            raw, body = await with_retries()
         return raw, body, attempts
 
     def _stream_limit(self, stream: StreamPlan) -> asyncio.Semaphore:

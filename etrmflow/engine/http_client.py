@@ -159,13 +159,15 @@ def classify(raw: RawResponse, method: str, retry: RetryPolicy, now: Any,
              rules: tuple[ResponseRule, ...] = ()) -> Any:
     """Decode a response or raise the exception class that decides its fate.
 
-    Response rules come first: a connector may declare that a status means "no data", or that
-    a 200 carrying an error body is retriable or fatal.
+    Response rules come first, in the order written: a connector may declare that a status
+    means "no data", that a 200 carrying an error body is retriable or fatal, or what an error
+    status with a given body means, before the retry policy looks at the status.
     """
     shown = redact_url(raw.url)
-    status_rule = next((r for r in rules if raw.status in r.status and r.path is None), None)
-    if status_rule is not None:
-        return _apply(status_rule, raw, method, shown)
+    body, malformed = _decode(raw.body)
+    rule = _matching_rule(rules, raw.status, body)
+    if rule is not None:
+        return _apply(rule, raw, method, shown)
     if raw.status == 401:
         raise AuthError(f"{method} {shown} answered 401 Unauthorized: {_excerpt(raw.body)}", url=shown, status=401)
     if raw.status in retry.on_status:
@@ -175,16 +177,35 @@ def classify(raw: RawResponse, method: str, retry: RetryPolicy, now: Any,
     if raw.status >= 400:
         raise FatalFetchError(f"{method} {shown} answered {raw.status}: {_excerpt(raw.body)}", url=shown,
                               status=raw.status)
-    try:
-        body = orjson.loads(raw.body) if raw.body else None
-    except orjson.JSONDecodeError as exc:
+    if malformed is not None:
         # A truncated body is usually a broken transfer: worth another attempt.
-        raise RetriableFetchError(f"{method} {shown} returned malformed JSON ({exc})", url=shown,
-                                  status=raw.status) from None
-    for rule in rules:
-        if rule.path is not None and (not rule.status or raw.status in rule.status) and _matches(rule, body):
-            return _apply(rule, raw, method, shown)
+        raise RetriableFetchError(f"{method} {shown} returned malformed JSON ({malformed})", url=shown,
+                                  status=raw.status)
     return body
+
+
+def _decode(raw: bytes) -> tuple[Any, orjson.JSONDecodeError | None]:
+    """The body once decoded (rules and the caller share it), or the reason it is not JSON."""
+    try:
+        return (orjson.loads(raw) if raw else None), None
+    except orjson.JSONDecodeError as exc:
+        return None, exc
+
+
+_SUCCESS = range(200, 300)
+
+
+def _matching_rule(rules: tuple[ResponseRule, ...], status: int, body: Any) -> ResponseRule | None:
+    """The first rule, in the order written, whose status and body field both match."""
+    for rule in rules:
+        if status not in (rule.status or _SUCCESS):
+            continue
+        if rule.path is None:
+            if rule.status:  # a rule with neither a status nor a path matches nothing
+                return rule
+        elif _matches(rule, body):
+            return rule
+    return None
 
 
 def _matches(rule: ResponseRule, body: Any) -> bool:
