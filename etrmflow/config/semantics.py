@@ -39,12 +39,16 @@ def check_connector_semantics(document: YamlDocument, data: dict[str, Any], regi
                             hint=did_you_mean(transport, registry.names(Kind.TRANSPORT))))
     if "auth" in data:
         issues += check_component(document, data["auth"], ("auth",), Kind.AUTH, registry)
+    issues += _check_response_rules(document, data.get("response_rules") or [], ("response_rules",))
     for name, stream in (data.get("streams") or {}).items():
         if isinstance(stream, Mapping) and "paginator" in stream:
             issues += check_component(document, stream["paginator"], ("streams", name, "paginator"),
                                       Kind.PAGINATOR, registry)
         if isinstance(stream, Mapping) and stream.get("windows"):
             issues += _check_windows(document, stream["windows"], ("streams", name, "windows"))
+        if isinstance(stream, Mapping):
+            issues += _check_response_rules(document, stream.get("response_rules") or [],
+                                            ("streams", name, "response_rules"))
     return issues
 
 
@@ -220,3 +224,12 @@ def _unknown_field(document: YamlDocument, path: KeyPath, text: str, name: str, 
                        key_path=format_key_path(path), hint=hint,
                        message=f"unknown field '{name}': the schema has no such property, so this rule would "
                                f"never be checked")
+
+
+def _check_response_rules(document: YamlDocument, rules: list[Any], at: KeyPath) -> list[ConfigIssue]:
+    """A rule with neither a status nor a body path would silently match nothing."""
+    return [issue(document, at + (index,), "a response rule needs a status, a path, or both",
+                   hint="e.g. {status: 404, action: no_data} or {path: $.error, action: fail}")
+            for index, rule in enumerate(rules)
+            if isinstance(rule, dict) and "status" not in rule and "path" not in rule]
+

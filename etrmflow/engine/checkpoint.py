@@ -69,9 +69,9 @@ class Checkpoint:
         return state if state.get("state_version") == STATE_VERSION else None
 
     def save(self, *, run_id: str, next_request: Request | None, pages_done: int, offset: int,
-             window: int | None = None) -> None:
+             window: int | None = None, window_label: str | None = None) -> None:
         state = {"state_version": STATE_VERSION, "fingerprint": self.fingerprint, "run_id": run_id,
-                 "pages_done": pages_done, "offset": offset, "window": window,
+                 "pages_done": pages_done, "offset": offset, "window": window, "window_label": window_label,
                  "next_request": request_to_dict(next_request) if next_request else None}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         temporary = self.path.with_suffix(".json.tmp")

@@ -25,6 +25,7 @@ from etrmflow.engine.http_client import (
     FetchCounters,
     HttpSession,
     RawResponse,
+    TransportFailure,
     classify,
     transport_error,
 )
@@ -65,7 +66,8 @@ class HttpTransport(Transport):
 
     def __init__(self, options: Mapping[str, Any], *, connector: ConnectorPlan, auth: Auth,
                  secrets: SecretStore, clock: Clock, vars: Mapping[str, Any],
-                 paginator_factory: Any) -> None:
+                 paginator_factory: Any, quota: RateLimiter | None = None,
+                 breakers: BreakerBoard | None = None) -> None:
         super().__init__(options)
         self.connector = connector
         self.auth = auth
@@ -74,8 +76,9 @@ class HttpTransport(Transport):
         self.vars = vars
         self.paginator_factory = paginator_factory
         self.counters = FetchCounters()
-        self.breakers = BreakerBoard(clock)
-        self.quota = RateLimiter(list(connector.rate_limit), clock)
+        # Shared by every pipeline of the run that uses this connector, when the runner passes them.
+        self.breakers = breakers if breakers is not None else BreakerBoard(clock)
+        self.quota = quota if quota is not None else RateLimiter(list(connector.rate_limit), clock)
         self._stream_limits: dict[str, asyncio.Semaphore] = {}
         self._sandbox: Any = None
         self._session: aiohttp.ClientSession | None = None
@@ -279,7 +282,7 @@ def stream_windows(stream: StreamPlan) -> list[dict[str, Any] | None]:
 
 def _endpoint_failure(error: FetchError) -> bool:
     """Failures that say the endpoint is unwell (and count towards opening its breaker)."""
-    return isinstance(error, RetriableFetchError) or (error.status or 0) >= 500
+    return isinstance(error, (RetriableFetchError, TransportFailure)) or (error.status or 0) >= 500
 
 
 def _records(body: Any, path: tuple[str | int, ...], shown_path: str, raw: RawResponse) -> list[Any]:

@@ -141,11 +141,15 @@ def _decode_lenient(body: bytes) -> Any:
         return None
 
 
+class TransportFailure(FatalFetchError):
+    """A timeout or connection failure that the retry policy says not to retry."""
+
+
 def transport_error(error: RetriableFetchError, retry: RetryPolicy) -> FetchError:
     """The error to raise for a timeout or connection failure: fatal if the policy says no retry."""
     if (isinstance(error, FetchTimeout) and not retry.on_timeout) or (
             isinstance(error, ConnectionFailed) and not retry.on_connection_error):
-        return FatalFetchError(f"{error} (not retried: retry.on_"
+        return TransportFailure(f"{error} (not retried: retry.on_"
                                f"{'timeout' if isinstance(error, FetchTimeout) else 'connection_error'} is false)",
                                url=error.url, status=error.status)
     return error

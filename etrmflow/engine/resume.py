@@ -51,7 +51,8 @@ class Committer:
     def commit(self, page: Page) -> PageOutcome:
         outcome = self.processor.process(page)
         self.checkpoint.save(run_id=self.run_id, next_request=page.next_request, pages_done=page.index + 1,
-                             offset=page.offset + len(page.records), window=page.window)
+                             offset=page.offset + len(page.records), window=page.window,
+                             window_label=page.partition or None)
         return outcome
 
 
@@ -69,11 +70,12 @@ def finish_checkpoint(checkpoint: Checkpoint, result: PipelineResult, ok: bool) 
         result.missing = "every page: the run stopped before its first page was written"
         result.resumable = False
     elif state["next_request"] is None and state.get("window") is not None:
-        result.missing = f"every date window after window {state['window']}"
+        result.missing = f"every date window after window {state['window'] + 1} ({state.get('window_label')})"
     elif state["next_request"] is None:
         result.missing = "no page: every page was fetched; a resumed run only finishes the outputs"
     else:
         following = state["next_request"]
-        where = f" of date window {state['window']}" if state.get("window") is not None else ""
+        where = (f" of date window {state['window'] + 1} ({state.get('window_label')})"
+                 if state.get("window") is not None else "")
         result.missing = (f"pages after page {state['pages_done']}{where} (next request: {following['method']} "
                           f"{following['url']} {following['params']})")

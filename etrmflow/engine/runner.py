@@ -15,7 +15,9 @@ from typing import Any
 from etrmflow import __version__
 from etrmflow.clock import Clock, utc_timestamp
 from etrmflow.components import ContractInfo, Kind, Page, SinkContext, ValidationContext
+from etrmflow.engine.breaker import BreakerBoard
 from etrmflow.engine.checkpoint import Checkpoint
+from etrmflow.engine.ratelimit import RateLimiter
 from etrmflow.engine.processing import PageOutcome, PageProcessor
 from etrmflow.engine.resume import Committer, finish_checkpoint, starting_point
 from etrmflow.errors import EtrmflowError, ExitCode, RunFailed
@@ -36,6 +38,10 @@ class RunOptions:
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
     resume: bool = False
     """Continue each pipeline's failed or killed run from its checkpoint, if it has one."""
+    quotas: dict[str, RateLimiter] = field(default_factory=dict)
+    breakers: dict[str, BreakerBoard] = field(default_factory=dict)
+    """Per connector, shared by every pipeline of the run: a vendor's quota and its endpoints'
+    health do not reset because the next pipeline starts."""
 
 
 def new_results(run_id: str) -> RunResults:
@@ -95,8 +101,11 @@ def build_transport(plan: Plan, pipeline: PipelinePlan, registry: Registry, opti
     cls = registry.get(Kind.TRANSPORT, connector.type)
     if cls is None:
         raise EtrmflowError(f"no transport type '{connector.type}' is registered")
+    quota = options.quotas.setdefault(connector.name, RateLimiter(list(connector.rate_limit), options.clock))
+    breakers = options.breakers.setdefault(connector.name, BreakerBoard(options.clock))
     return cls({}, connector=connector, auth=auth, secrets=options.secrets, clock=options.clock,
-               vars=plan.vars, paginator_factory=lambda c: _build(registry, Kind.PAGINATOR, c))
+               vars=plan.vars, paginator_factory=lambda c: _build(registry, Kind.PAGINATOR, c),
+               quota=quota, breakers=breakers)
 
 
 async def run_pipeline(plan: Plan, pipeline: PipelinePlan, registry: Registry, options: RunOptions) -> PipelineResult:
@@ -113,6 +122,8 @@ async def run_pipeline(plan: Plan, pipeline: PipelinePlan, registry: Registry, o
         result.dead_letter = processor.dead_letter.describe()
         await loop.run_in_executor(executor, processor.open)
         transport = build_transport(plan, pipeline, registry, options)
+        transitions = getattr(getattr(transport, "breakers", None), "transitions", [])
+        earlier = len(transitions)  # the board is shared with earlier pipelines of the run
         try:
             await _stream_pages(transport, pipeline, Committer(processor, checkpoint, result.run_id),
                                 executor, result, start)
@@ -120,10 +131,9 @@ async def run_pipeline(plan: Plan, pipeline: PipelinePlan, registry: Registry, o
             counters = transport.counters
             result.counts.requests, result.counts.retries, result.counts.bytes = (
                 counters.requests, counters.retries, counters.bytes)
-            breakers = getattr(transport, "breakers", None)  # transports without breakers have none
             result.breaker_transitions = [
                 {"endpoint": t.endpoint, "from": t.from_state, "to": t.to_state, "reason": t.reason}
-                for t in (breakers.transitions if breakers else ())]
+                for t in transitions[earlier:]]
         _check_accounting(result)
         _check_thresholds(pipeline, result)
         ok = True

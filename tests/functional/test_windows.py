@@ -141,7 +141,7 @@ def test_a_run_failed_in_window_three_resumes_there_and_matches_a_clean_run(
     stopped = failed_project.pipeline_result()
     assert stopped["counts"]["pages"] == fault_at - 1
     # Window 2 counts from 0 (March); its templates are rendered again in that window on resume.
-    assert stopped["missing"] == ("pages after page 1 of date window 2 (next request: GET /api/v2/settlements "
+    assert stopped["missing"] == ("pages after page 1 of date window 3 (2025-03-01T00:00:00+01:00/2025-04-01T00:00:00+02:00) (next request: GET /api/v2/settlements "
                                   "{'end_date': '{{ window.end }}', 'page': 2, 'page_size': 5, "
                                   "'start_date': '{{ window.start }}'})")
     vendor.reset()
