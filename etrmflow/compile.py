@@ -160,6 +160,8 @@ def _retry(block: Mapping[str, Any]) -> RetryPolicy:
     for key in ("on_connection_error", "on_timeout"):
         if key in block:
             fields[key] = block[key]
+    if "budget" in block:
+        fields["budget"] = parse_duration(block["budget"])
     retry_after = block.get("retry_after") or {}
     if "honour" in retry_after:
         fields["retry_after_honour"] = retry_after["honour"]

@@ -32,6 +32,8 @@ class RetryPolicy:
     on_timeout: bool = True
     retry_after_honour: bool = True
     retry_after_max: float = 120.0
+    budget: float | None = None
+    """Longest time one request may take, attempts and waits together; None: no limit."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

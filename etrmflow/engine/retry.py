@@ -110,8 +110,15 @@ class Retrier:
             check_retry_after(self.policy, error)
             return True
 
+        started = self.clock.monotonic()
+        budget = self.policy.budget
+
+        def over_budget(state: RetryCallState) -> bool:
+            # tenacity has already computed the next wait: stop rather than sleep past the budget
+            return budget is not None and self.clock.monotonic() - started + state.upcoming_sleep > budget
+
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(self.policy.max_attempts if retry_allowed else 1),
+            stop=stop_after_attempt(self.policy.max_attempts if retry_allowed else 1) | over_budget,
             wait=self._wait, retry=retry_if_exception(retriable), sleep=self.clock.sleep,
             before_sleep=lambda state: self._before_sleep(state, label), reraise=True)
         try:
@@ -123,6 +130,8 @@ class Retrier:
             if not retry_allowed:
                 raise FatalFetchError(f"{error} ({method} is not idempotent and declares no idempotency "
                                       f"key, so it is not retried)", url=error.url, status=error.status) from error
-            raise RetriesExhausted(f"gave up after {attempts} attempts: {error}", url=error.url,
+            spent = (f" (retry.budget of {budget:g}s would be exceeded by another wait)"
+                     if budget is not None and attempts < self.policy.max_attempts else "")
+            raise RetriesExhausted(f"gave up after {attempts} attempts{spent}: {error}", url=error.url,
                                    status=error.status) from error
         raise AssertionError("unreachable: tenacity either returns or reraises")

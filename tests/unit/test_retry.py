@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
@@ -13,7 +14,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from etrmflow.clock import FakeClock
-from etrmflow.engine.retry import Retrier, backoff_delay, check_retry_after, parse_retry_after
+from etrmflow.engine.retry import (
+    Retrier,
+    backoff_delay,
+    check_retry_after,
+    parse_retry_after,
+)
 from etrmflow.errors import FatalFetchError, RetriableFetchError, RetriesExhausted
 from etrmflow.plan import RetryPolicy
 
@@ -171,3 +177,23 @@ def test_a_non_idempotent_request_is_not_retried_unless_declared_safe() -> None:
     attempt, calls = failing(throttled(None))
     assert run(EXACT, attempt, method="POST", idempotent=True)[0] == "ok"
     assert calls == [1, 2]
+
+
+def test_the_budget_stops_before_a_wait_that_would_pass_it() -> None:
+    """Waits 0.5, 1 and 2 s: after the third failure the next wait (2 s) would end at 3.5 s > 3 s."""
+    policy = dataclasses.replace(EXACT, max_attempts=10, budget=3.0)
+    attempt, calls = failing(*[RetriableFetchError("GET /t answered 503", status=503)] * 10)
+
+    with pytest.raises(RetriesExhausted) as caught:
+        run(policy, attempt)
+
+    assert calls == [1, 2, 3]
+    assert str(caught.value) == ("gave up after 3 attempts (retry.budget of 3s would be exceeded by another "
+                                 "wait): GET /t answered 503")
+
+
+def test_a_budget_that_is_never_reached_changes_nothing() -> None:
+    policy = dataclasses.replace(EXACT, budget=60.0)
+    attempt, calls = failing(throttled(None), throttled(None))
+    answer, clock, _ = run(policy, attempt)
+    assert (answer, calls, clock.sleeps) == ("ok", [1, 2, 3], [0.5, 1.0])
