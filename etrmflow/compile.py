@@ -42,7 +42,7 @@ def compile_pipeline(project: Project, resolved: ResolvedPipeline) -> PipelinePl
         tags=tuple(data.get("tags") or ()),
         connector=connector,
         stream=stream,
-        contract=_contract(resolved.contract),
+        contract=compile_contract(resolved.contract),
         on_invalid=InvalidPolicy(**(data.get("on_invalid") or {})),
         transforms=tuple(_component(step) for step in data.get("transforms") or ()),
         sinks=tuple(_component(sink) for sink in data.get("sinks") or _default_sinks(project, data["name"])),
@@ -183,7 +183,8 @@ def _expand_statuses(values: list[int | str]) -> list[int]:
     return statuses
 
 
-def _contract(loaded: Loaded) -> ContractPlan:
+def compile_contract(loaded: Loaded) -> ContractPlan:
+    """A contract document as a run applies it (also used by ``etrmflow test``)."""
     data = loaded.data
     keys = data.get("primary_key") or ()
     return ContractPlan(

@@ -23,6 +23,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "etrmflow.builtins.auth",
     "etrmflow.builtins.paginators",
     "etrmflow.builtins.validators",
+    "etrmflow.builtins.reference_validators",
     "etrmflow.builtins.transforms",
     "etrmflow.builtins.sinks",
     "etrmflow.builtins.dead_letters",

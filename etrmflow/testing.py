@@ -290,7 +290,8 @@ class EtrmflowProject:
         file = self.path(path or Path(self.target) / "dead_letter" / f"{pipeline}.jsonl")
         if not file.exists():
             return []
-        return [json.loads(line) for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
+        entries = [json.loads(line) for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
+        return [entry for entry in entries if "resolves" not in entry]  # resolution lines are no letters
 
     # --- SQLite ------------------------------------------------------------------------------
 

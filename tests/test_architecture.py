@@ -37,6 +37,7 @@ FORBIDDEN = [
     (("builtins",), ("etrmflow.cli", "etrmflow.config")),
     (("sinks",), ("etrmflow.cli", "etrmflow.config", "etrmflow.engine")),
     (("sandbox",), ("etrmflow.cli", "etrmflow.config", "etrmflow.engine")),
+    (("dlq",), ("etrmflow.cli", "etrmflow.config")),
 ]
 LEAVES = ["errors", "plan", "results", "clock", "durations", "jsonpath", "templating", "windows"]
 

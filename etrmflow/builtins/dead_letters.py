@@ -1,11 +1,12 @@
-"""Built-in plugin: the JSON Lines dead-letter sink."""
+"""Built-in plugin: the JSON Lines dead-letter sink (and the registration of the SQLite one)."""
 
 from __future__ import annotations
 
 import hashlib
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -49,28 +50,89 @@ def _stored_key(stored: dict[str, Any]) -> bytes:
                        ((v["keyword"], v["pointer"]) for v in stored["violations"]))
 
 
-def read_keys(path: Path) -> tuple[set[bytes], bool]:
-    """The dedupe keys of the letters already in ``path``, and whether it ends with a newline.
+RESOLVES = "resolves"
+"""The field that marks a resolution line: ``{"resolves": {"record_sha256", "dedupe_key"}, ...}``.
+
+The file is append-only, history included: a dead letter is never rewritten. A replay that
+loads a quarantined record appends a resolution line naming the letter's dedupe key (hex);
+the letter counts as resolved from that line on.
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One readable line of a dead-letter file: a letter, or the resolution of one."""
+
+    line: int
+    data: dict[str, Any]
+    key: bytes
+    """The letter's dedupe key, or for a resolution line the key of the letter it resolves."""
+
+    @property
+    def resolves(self) -> bool:
+        return RESOLVES in self.data
+
+
+def _entry_key(data: dict[str, Any]) -> bytes:
+    if RESOLVES in data:
+        return bytes.fromhex(data[RESOLVES]["dedupe_key"])
+    return _stored_key(data)
+
+
+def read_entries(path: Path) -> Iterator[Entry]:
+    """The letters and resolutions in ``path``, in file order; nothing if it does not exist.
 
     Streams the file line by line. A line that does not parse (a crash cut the last append
     short) is skipped with a warning and left in the file as it is.
     """
-    keys: set[bytes] = set()
-    ends_with_newline = True
     if not path.exists():
-        return keys, ends_with_newline
+        return
     with path.open("rb") as handle:
         for number, line in enumerate(handle, 1):
-            ends_with_newline = line.endswith(b"\n")
             if not line.strip():
                 continue
             try:
-                keys.add(_stored_key(orjson.loads(line)))
-            except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+                data = orjson.loads(line)
+                key = _entry_key(data)
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
                 log.warning("%s:%d: skipping a dead-letter line that cannot be read (%s); an "
                             "earlier run probably crashed while writing it. The file is left "
                             "as it is.", path, number, exc)
-    return keys, ends_with_newline
+                continue
+            yield Entry(line=number, data=data, key=key)
+
+
+def ends_with_newline(path: Path) -> bool:
+    """False when the last append was cut short: the next one must start on a new line."""
+    if not path.exists() or path.stat().st_size == 0:
+        return True
+    with path.open("rb") as handle:
+        handle.seek(-1, os.SEEK_END)
+        return handle.read(1) == b"\n"
+
+
+def read_keys(path: Path) -> tuple[set[bytes], bool]:
+    """The dedupe keys of the open letters in ``path``, and whether it ends with a newline.
+
+    A resolved letter's key is left out: the same record quarantined again for the same reasons
+    after a replay loaded it is a new event, stored as a new open letter.
+    """
+    keys: set[bytes] = set()
+    for entry in read_entries(path):
+        if entry.resolves:
+            keys.discard(entry.key)
+        else:
+            keys.add(entry.key)
+    return keys, ends_with_newline(path)
+
+
+def jsonl_path(options: Mapping[str, Any], context: SinkContext) -> Path:
+    """The file a jsonl dead-letter sink with these options appends to."""
+    return resolve_path(context, options.get("path") or _default_path(context.pipeline))
+
+
+def _default_path(pipeline: str) -> str:
+    return f"target/dead_letter/{pipeline}.jsonl"
 
 
 class JsonlDeadLetterSink(DeadLetterSink):
@@ -79,7 +141,9 @@ class JsonlDeadLetterSink(DeadLetterSink):
     One compact JSON object per line (keys sorted, UTF-8): the record unchanged, every
     violation, the contract, the source page and lineage. A record quarantined again for the
     same reasons (same record hash, contract name and version, violation keywords and
-    pointers) is not stored twice, across runs too. Every write is fsynced before it returns.
+    pointers) is not stored twice, across runs too, unless ``etrmflow dlq replay`` resolved the
+    earlier letter (resolution lines are appended; nothing is ever rewritten). Every write is
+    fsynced before it returns.
 
     Example::
 
@@ -107,10 +171,10 @@ class JsonlDeadLetterSink(DeadLetterSink):
 
     def open(self, context: SinkContext) -> None:
         super().open(context)
-        self.path = resolve_path(context, self._raw_path())
+        self.path = jsonl_path(self.options, context)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._keys, ends_with_newline = read_keys(self.path)
-        self._needs_newline = not ends_with_newline  # never glue a new letter to a cut line
+        self._keys, complete = read_keys(self.path)
+        self._needs_newline = not complete  # never glue a new letter to a cut line
         self._handle = self.path.open("ab")
 
     def write(self, letters: list[DeadLetter]) -> int:
@@ -144,7 +208,7 @@ class JsonlDeadLetterSink(DeadLetterSink):
     def _raw_path(self) -> str:
         context = getattr(self, "context", None)
         pipeline = context.pipeline if context else "<pipeline>"
-        return self.options.get("path") or f"target/dead_letter/{pipeline}.jsonl"
+        return self.options.get("path") or _default_path(pipeline)
 
     def _append(self, data: bytes) -> None:
         try:
@@ -164,4 +228,7 @@ class JsonlDeadLetterSink(DeadLetterSink):
 
 @hookimpl
 def etrmflow_dead_letter_types() -> list[type]:
-    return [JsonlDeadLetterSink]
+    # Imported here: the sqlite sink imports this module for the dedupe key it shares.
+    from etrmflow.builtins.dead_letters_sqlite import SqliteDeadLetterSink
+
+    return [JsonlDeadLetterSink, SqliteDeadLetterSink]

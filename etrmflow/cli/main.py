@@ -151,3 +151,4 @@ def registry() -> Registry:
 
 from etrmflow.cli import commands  # noqa: E402,F401  (registers the subcommands)
 from etrmflow.cli import dlq_command  # noqa
+from etrmflow.cli import test_command  # noqa: E402,F401  (registers `etrmflow test`)

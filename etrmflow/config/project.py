@@ -212,10 +212,17 @@ def open_project(pipeline_path: Path, *, registry: Registry, cli_vars: Mapping[s
                  target_dir: Path | None = None, environ: Mapping[str, str] | None = None) -> Project:
     """The project a pipeline file belongs to, with its settings and the ``--vars`` applied."""
     check_pipeline_path(pipeline_path)
-    root = find_project_root(pipeline_path)
+    return open_project_at(pipeline_path, registry=registry, cli_vars=cli_vars, target_dir=target_dir,
+                           environ=environ)
+
+
+def open_project_at(path: Path, *, registry: Registry, cli_vars: Mapping[str, Any] | None = None,
+                    target_dir: Path | None = None, environ: Mapping[str, str] | None = None) -> Project:
+    """The project around ``path`` (any file or folder inside it), settings and ``--vars`` applied."""
+    root = find_project_root(path)
     if root is None:
         raise ConfigError(ConfigIssue(
-            location=Location(file=display_path(pipeline_path)), key_path="",
+            location=Location(file=display_path(path)), key_path="",
             message="cannot find the project root",
             hint=f"put an {PROJECT_FILE} file, or connectors/ and contracts/ folders, in a parent folder"))
     settings = project_settings(root)

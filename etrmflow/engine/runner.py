@@ -14,14 +14,15 @@ from typing import Any
 
 from etrmflow import __version__
 from etrmflow.clock import Clock, utc_timestamp
-from etrmflow.components import ContractInfo, Kind, Page, SinkContext, ValidationContext
+from etrmflow.components import Kind, Page, SinkContext
 from etrmflow.engine.breaker import BreakerBoard
 from etrmflow.engine.checkpoint import Checkpoint
 from etrmflow.engine.ratelimit import RateLimiter
+from etrmflow.engine.validation import build_component, build_validators, contract_info
 from etrmflow.engine.processing import PageOutcome, PageProcessor
 from etrmflow.engine.resume import Committer, finish_checkpoint, starting_point
 from etrmflow.errors import EtrmflowError, ExitCode, RunFailed
-from etrmflow.plan import ComponentPlan, PipelinePlan, Plan
+from etrmflow.plan import PipelinePlan, Plan
 from etrmflow.plugins import Registry
 from etrmflow.results import PipelineResult, RunResults, Status
 from etrmflow.secrets import SecretStore, redact
@@ -57,39 +58,14 @@ async def run_plan(plan: Plan, registry: Registry, options: RunOptions) -> RunRe
     return results
 
 
-def _build(registry: Registry, kind: Kind, component: ComponentPlan, **kwargs: Any) -> Any:
-    cls = registry.get(kind, component.type)
-    if cls is None:  # the checker rejects unknown types; this guards plans built by hand
-        raise EtrmflowError(f"no {kind} type '{component.type}' is registered")
-    try:
-        return cls(component.options, **kwargs)
-    except EtrmflowError:
-        raise
-    except (ValueError, TypeError, KeyError) as exc:  # options the schema could not rule out
-        raise EtrmflowError(f"{kind} '{component.type}' cannot start with its options: {exc}") from exc
-
-
-def _contract_info(pipeline: PipelinePlan) -> ContractInfo:
-    contract = pipeline.contract
-    return ContractInfo(name=contract.name, version=contract.version, primary_key=contract.primary_key,
-                        schema=contract.schema)
-
-
 def build_processor(plan: Plan, pipeline: PipelinePlan, registry: Registry, run_id: str,
                     resume: bool = False) -> PageProcessor:
-    contract = _contract_info(pipeline)
-    validation = ValidationContext(contract=contract, project_dir=plan.project_root,
-                                   format_checkers=registry.format_checkers(), rules=pipeline.contract.rules)
-    listed = {c.type for c in pipeline.contract.validators}
-    implied = [ComponentPlan(type=name, options={}) for name, present in
-               (("json_schema", bool(pipeline.contract.schema)), ("rules", bool(pipeline.contract.rules)))
-               if present and name not in listed]  # listing a built-in again must not run it twice
-    validators = [_build(registry, Kind.VALIDATOR, c, context=validation)
-                  for c in (*implied, *pipeline.contract.validators)]
-    transforms = [_build(registry, Kind.TRANSFORM, c, project_dir=plan.project_root) for c in pipeline.transforms]
-    sinks = [_build(registry, Kind.SINK, c) for c in pipeline.sinks]
-    dead_letter = _build(registry, Kind.DEAD_LETTER, pipeline.dead_letter)
-    context = SinkContext(pipeline=pipeline.name, run_id=run_id, contract=contract,
+    validators = build_validators(pipeline.contract, registry, plan.project_root)
+    transforms = [build_component(registry, Kind.TRANSFORM, c, project_dir=plan.project_root)
+                  for c in pipeline.transforms]
+    sinks = [build_component(registry, Kind.SINK, c) for c in pipeline.sinks]
+    dead_letter = build_component(registry, Kind.DEAD_LETTER, pipeline.dead_letter)
+    context = SinkContext(pipeline=pipeline.name, run_id=run_id, contract=contract_info(pipeline.contract),
                           project_dir=plan.project_root, target_dir=plan.target_dir, resume=resume)
     return PageProcessor(plan=pipeline, run_id=run_id, vars=plan.vars, validators=validators,
                          transforms=transforms, sinks=sinks, dead_letter=dead_letter, context=context)
@@ -97,14 +73,14 @@ def build_processor(plan: Plan, pipeline: PipelinePlan, registry: Registry, run_
 
 def build_transport(plan: Plan, pipeline: PipelinePlan, registry: Registry, options: RunOptions) -> Any:
     connector = pipeline.connector
-    auth = _build(registry, Kind.AUTH, connector.auth, clock=options.clock)
+    auth = build_component(registry, Kind.AUTH, connector.auth, clock=options.clock)
     cls = registry.get(Kind.TRANSPORT, connector.type)
     if cls is None:
         raise EtrmflowError(f"no transport type '{connector.type}' is registered")
     quota = options.quotas.setdefault(connector.name, RateLimiter(list(connector.rate_limit), options.clock))
     breakers = options.breakers.setdefault(connector.name, BreakerBoard(options.clock))
     return cls({}, connector=connector, auth=auth, secrets=options.secrets, clock=options.clock,
-               vars=plan.vars, paginator_factory=lambda c: _build(registry, Kind.PAGINATOR, c),
+               vars=plan.vars, paginator_factory=lambda c: build_component(registry, Kind.PAGINATOR, c),
                quota=quota, breakers=breakers)
 
 

@@ -1,0 +1,188 @@
+"""Replay: re-validate the open dead letters of a pipeline with its contract as it compiles now,
+write the records that pass through its transforms to its sinks, and mark their letters resolved.
+
+The validators, transforms and sinks are those a run builds (``build_processor``); sinks are
+opened, written batch by batch and closed as in a run. Letters are resolved only after every
+sink closed successfully, so a failure leaves them open and a later replay writes the same
+batches (same ids, upserts) again. Resolved letters are never replayed: a second replay does
+nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from etrmflow.clock import utc_timestamp
+from etrmflow.components import BatchInfo, DeadLetterSink, Sink, Violation
+from etrmflow.dlq.listing import key_values
+from etrmflow.dlq.model import DeadLetterStore, LetterStatus, Resolution, StoredLetter
+from etrmflow.dlq.results import RecordOutcome, ReplayResult
+from etrmflow.dlq.stores import open_store
+from etrmflow.engine.processing import PageProcessor
+from etrmflow.engine.runner import build_processor
+from etrmflow.errors import EtrmflowError, RunFailed, SinkError
+from etrmflow.plan import PipelinePlan, Plan
+from etrmflow.plugins import Registry
+
+log = logging.getLogger("etrmflow.dlq")
+
+BATCH_SIZE = 1000
+"""Most records per replay batch (batches also split by the vendor page the records came from)."""
+SNAPSHOT_TYPES = frozenset({"parquet", "csv"})
+SNAPSHOT_NOTE = ("each run replaces this output as a whole; the next run's output holds these records "
+                 "if the vendor still sends them")
+"""Why a replay leaves such a sink alone: closing it would replace it with the replayed rows alone."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Candidate:
+    """One quarantined record to replay, with every open letter that holds it."""
+
+    record: Any
+    record_sha256: str
+    page_sha256: str
+    letters: tuple[StoredLetter, ...]
+
+
+def candidates(letters: Sequence[StoredLetter]) -> list[Candidate]:
+    """The distinct records of the open letters, in the order they were first quarantined."""
+    grouped: dict[str, list[StoredLetter]] = {}
+    for letter in letters:
+        if letter.status is LetterStatus.OPEN:
+            grouped.setdefault(letter.record_sha256, []).append(letter)
+    return [Candidate(record=found[0].record, record_sha256=digest, page_sha256=found[0].page_sha256,
+                      letters=tuple(found)) for digest, found in grouped.items()]
+
+
+def replay_batch_id(record_hashes: Iterable[str]) -> str:
+    """Deterministic: the same records give the same id, so a repeated replay rewrites its batch."""
+    text = "\n".join(["etrmflow dlq replay", *sorted(record_hashes)])
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def plan_batches(valid: Sequence[Candidate], *, run_id: str, pipeline: str,
+                 size: int = BATCH_SIZE) -> list[tuple[BatchInfo, list[Candidate]]]:
+    """Batches of at most ``size`` records from one vendor page each, so that the rows' lineage
+    (``_etrmflow_page_sha256``) names the page the record really came from."""
+    by_page: dict[str, list[Candidate]] = {}
+    for candidate in valid:
+        by_page.setdefault(candidate.page_sha256, []).append(candidate)
+    batches = []
+    for page, group in by_page.items():
+        for start in range(0, len(group), size):
+            chunk = group[start:start + size]
+            batch = BatchInfo(run_id=run_id, batch_id=replay_batch_id(c.record_sha256 for c in chunk),
+                              page_sha256=page, pipeline=pipeline)
+            batches.append((batch, chunk))
+    return batches
+
+
+def replaces_output(sink: Sink) -> bool:
+    """True for a sink whose output each run replaces as a whole (Parquet, CSV, SQLite replace).
+
+    A sink may say so itself with a boolean ``replaces_output`` attribute; built-ins are known.
+    """
+    declared = getattr(sink, "replaces_output", None)
+    if isinstance(declared, bool):
+        return declared
+    return sink.type_name in SNAPSHOT_TYPES or sink.options.get("mode") == "replace"
+
+
+class _NoDeadLetters(DeadLetterSink):
+    """A replay quarantines nothing new: a record that still fails keeps its open letter."""
+
+    type_name = "none"
+
+    def write(self, letters: list[Any]) -> int:
+        raise RunFailed("a replay does not write dead letters")  # pragma: no cover - never called
+
+
+def replay(plan: Plan, pipeline: PipelinePlan, registry: Registry, *, run_id: str,
+           dry_run: bool = False) -> ReplayResult:
+    """Replay the pipeline's open dead letters; never raises for a failed write (see ``error``)."""
+    store = open_store(plan, pipeline, run_id)
+    contract = pipeline.contract
+    result = ReplayResult(pipeline=pipeline.name, run_id=run_id, dry_run=dry_run, contract=contract.name,
+                          contract_version=contract.version, dead_letter=store.describe(),
+                          started_at=utc_timestamp())
+    try:
+        _replay(plan, pipeline, registry, store, result)
+    except EtrmflowError as exc:
+        result.fail(exc, int(exc.exit_code))
+    result.finished_at = utc_timestamp()
+    return result
+
+
+def _replay(plan: Plan, pipeline: PipelinePlan, registry: Registry, store: DeadLetterStore,
+            result: ReplayResult) -> None:
+    todo = candidates(store.letters())
+    result.letters = sum(len(c.letters) for c in todo)
+    built = build_processor(plan, pipeline, registry, result.run_id)
+    verdicts = _validate(built, [c.record for c in todo])
+    key = pipeline.contract.primary_key
+    result.invalid = [_outcome(c, key, found) for c, found in zip(todo, verdicts) if found]
+    valid = [c for c, found in zip(todo, verdicts) if not found]
+    batches = plan_batches(valid, run_id=result.run_id, pipeline=pipeline.name)
+    result.valid = [_outcome(c, key, (), batch.batch_id) for batch, group in batches for c in group]
+    result.batches = [{"batch_id": b.batch_id, "page_sha256": b.page_sha256, "records": len(g)}
+                      for b, g in batches]
+    if result.dry_run or not batches:
+        return
+    _load(built, batches, result)
+    result.resolved = store.resolve(_resolutions(batches, result))
+
+
+def _validate(processor: PageProcessor, records: list[Any]) -> list[list[Violation]]:
+    verdicts: list[list[Violation]] = []
+    for start in range(0, len(records), BATCH_SIZE):
+        verdicts.extend(processor.validate(records[start:start + BATCH_SIZE]))
+    return verdicts
+
+
+def _outcome(candidate: Candidate, key: Sequence[str], violations: Sequence[Violation],
+             batch_id: str | None = None) -> RecordOutcome:
+    return RecordOutcome(record_sha256=candidate.record_sha256, key=key_values(candidate.record, key),
+                         letter_versions=tuple(letter.contract_version for letter in candidate.letters),
+                         violations=tuple(violations), batch_id=batch_id)
+
+
+def _load(built: PageProcessor, batches: list[tuple[BatchInfo, list[Candidate]]], result: ReplayResult) -> None:
+    kept = [sink for sink in built.sinks if not replaces_output(sink)]
+    result.skipped_sinks = {sink.describe(): SNAPSHOT_NOTE for sink in built.sinks if replaces_output(sink)}
+    if not kept:
+        raise RunFailed("every sink of this pipeline replaces its output on each run, so none can take "
+                        "replayed rows; the letters stay open (a run with the fixed contract loads the "
+                        "records the vendor still sends)")
+    loader = PageProcessor(plan=built.plan, run_id=built.run_id, vars=built.vars, validators=built.validators,
+                           transforms=built.transforms, sinks=kept, dead_letter=_NoDeadLetters({}),
+                           context=built.context)
+    ok = False
+    try:
+        loader.open()
+        for batch, group in batches:
+            for sink, rows in loader.write([c.record for c in group], batch).items():
+                result.sinks[sink] = result.sinks.get(sink, 0) + rows
+        ok = True
+    finally:
+        _close(loader, ok)
+
+
+def _close(loader: PageProcessor, ok: bool) -> None:
+    try:
+        loader.close(ok)
+    except SinkError as exc:
+        if ok:
+            raise
+        log.warning("closing the sinks after the failed replay failed too: %s", exc)
+
+
+def _resolutions(batches: list[tuple[BatchInfo, list[Candidate]]], result: ReplayResult) -> list[Resolution]:
+    now = utc_timestamp()
+    return [Resolution(record_sha256=c.record_sha256, dedupe_key=letter.key, resolved_at=now,
+                       resolved_by_run=result.run_id, contract_version=result.contract_version,
+                       batch_id=batch.batch_id)
+            for batch, group in batches for c in group for letter in c.letters]
