@@ -202,6 +202,23 @@ def is_local_datetime(text: Any) -> bool:
     return True
 
 
+def is_local_datetime_in(text: Any, zone: str) -> bool:
+    """A local date-time (no offset) that exists on the wall clocks of ``zone``.
+
+    Times the spring clock change skips (02:30 on 2025-03-30 in Europe/Berlin) do not exist and
+    fail; the repeated autumn hour exists twice and passes (a transform resolves which one).
+    """
+    if not is_local_datetime(text):
+        return False
+    from datetime import datetime, timezone
+    from zoneinfo import ZoneInfo
+
+    tz, wall = ZoneInfo(zone), datetime.fromisoformat(text)
+    # a skipped wall time does not survive a round trip through UTC, whichever fold it takes
+    return any(wall.replace(tzinfo=tz, fold=fold).astimezone(timezone.utc).astimezone(tz).replace(tzinfo=None)
+               == wall for fold in (0, 1))
+
+
 def is_iso_date(text: Any) -> bool:
     """True for an ISO 8601 calendar date ``YYYY-MM-DD`` that exists."""
     if not isinstance(text, str) or not _DATE_RE.fullmatch(text):

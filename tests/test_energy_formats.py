@@ -253,8 +253,13 @@ def _hooked_checkers() -> dict:
 
 
 def test_the_plugin_registers_every_energy_format() -> None:
-    assert sorted(_hooked_checkers()) == ["date", "date-time", "duration", "eic", "iso4217",
-                                          "iso4217-strict", "lei", "local-date-time"]
+    from zoneinfo import available_timezones
+
+    names = sorted(_hooked_checkers())
+    zoned = [name for name in names if name.startswith("local-date-time@")]
+    assert [name for name in names if name not in zoned] == [
+        "date", "date-time", "duration", "eic", "iso4217", "iso4217-strict", "lei", "local-date-time"]
+    assert zoned == sorted(f"local-date-time@{zone}" for zone in available_timezones())
 
 
 @pytest.mark.parametrize("name, good, bad", [
@@ -272,3 +277,22 @@ def test_each_format_checks_strings_and_passes_other_types(name: str, good: str,
     assert check(good) is True
     assert check(bad) is False
     assert [check(value) for value in (None, 5, 1.5, True, [], {})] == [True] * 6
+
+
+# --- local-date-time@ZONE ------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("value", "zone", "exists"), [
+    ("2025-03-30T02:30:00", "Europe/Berlin", False),   # skipped by the spring change
+    ("2025-03-30T01:59:59", "Europe/Berlin", True),
+    ("2025-03-30T03:00:00", "Europe/Berlin", True),
+    ("2025-10-26T02:30:00", "Europe/Berlin", True),    # repeated: exists (twice)
+    ("2025-03-30T01:30:00", "Europe/London", False),
+    ("2025-03-09T02:30:00", "America/Chicago", False),
+    ("2025-03-30T02:30:00", "America/Chicago", True),  # another zone's change is no gap here
+    ("2025-10-26T02:30:00+01:00", "Europe/Berlin", False),  # has an offset: not a local time
+    ("26/10/2025 02:30", "Europe/Berlin", False),
+])
+def test_local_date_time_in_a_declared_zone(value: str, zone: str, exists: bool) -> None:
+    from etrmflow.builtins.formats import etrmflow_format_checkers
+
+    assert etrmflow_format_checkers()[f"local-date-time@{zone}"](value) is exists

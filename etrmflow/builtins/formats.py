@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from typing import Any
+from zoneinfo import available_timezones
 
 from etrmflow import hookimpl
 from etrmflow.energy import (
@@ -31,6 +32,7 @@ from etrmflow.energy import (
     is_iso_duration,
     is_lei,
     is_local_datetime,
+    is_local_datetime_in,
     is_offset_datetime,
 )
 
@@ -57,7 +59,17 @@ FORMAT_CHECKERS: dict[str, Callable[[Any], bool]] = {
 }
 
 
+def _zoned_local_formats() -> dict[str, Callable[[Any], bool]]:
+    """``local-date-time@Europe/Berlin`` and so on: a local time that exists in that zone."""
+    return {f"local-date-time@{zone}": strings_only(functools.partial(_in_zone, zone=zone))
+            for zone in sorted(available_timezones())}
+
+
+def _in_zone(text: str, zone: str) -> bool:
+    return is_local_datetime_in(text, zone)
+
+
 @hookimpl
 def etrmflow_format_checkers() -> dict[str, Callable[[Any], bool]]:
-    """The energy formats above, by name."""
-    return dict(FORMAT_CHECKERS)
+    """The energy formats above, by name, and ``local-date-time@ZONE`` for every IANA zone."""
+    return {**FORMAT_CHECKERS, **_zoned_local_formats()}
