@@ -48,7 +48,12 @@ from typing import Any
 import pytest
 
 from etrmflow.sandbox import SandboxConfig, ThreadedSandbox, parse_faults
-from etrmflow.sandbox.data import is_invalid_settlement, is_invalid_trade, settlement_id, trade_id
+from etrmflow.sandbox.data import (
+    is_invalid_settlement,
+    is_invalid_trade,
+    settlement_id,
+    trade_id,
+)
 
 __all__ = [
     "CliResult",
@@ -177,6 +182,29 @@ def _logging_restored() -> Iterator[None]:
     finally:
         for lg, (handlers, level, propagate) in zip(loggers, saved):
             lg.handlers[:], lg.level, lg.propagate = handlers, level, propagate
+
+
+SANDBOX_KEY_AUTH = "{type: api_key, in: header, name: X-API-Key, value: \"{{ secret('SANDBOX_KEY') }}\"}"
+
+
+def sandbox_connector(*, page_size: int = 100, auth: str = SANDBOX_KEY_AUTH, name: str = "vendor") -> str:
+    """A connector reading the sandbox vendor's cursor-paginated trades (stream ``trades``).
+
+    Its ``base_url`` is ``{{ env_var('SANDBOX_URL') }}``, and its default auth is the sandbox's
+    API key as ``secret('SANDBOX_KEY')``. Example::
+
+        project.write({"connectors/vendor.yml": sandbox_connector(page_size=20)})
+        project.env.update(SANDBOX_URL=sandbox_vendor.base_url, SANDBOX_KEY="sandbox-key")
+    """
+    return (f"name: {name}\n"
+            "base_url: \"{{ env_var('SANDBOX_URL') }}\"\n"
+            f"auth: {auth}\n"
+            "streams:\n"
+            "  trades:\n"
+            "    path: /api/v2/trades\n"
+            f"    params: {{limit: {page_size}}}\n"
+            "    records: $.trades\n"
+            "    paginator: {type: cursor, cursor: $.next_cursor, param: cursor}\n")
 
 
 class EtrmflowProject:

@@ -20,7 +20,12 @@ from etrmflow.builtins.dead_letters_sqlite import SqliteDeadLetterSink
 from etrmflow.components import ContractInfo, DeadLetter, Kind, SinkContext, Violation
 from etrmflow.errors import SinkError
 from etrmflow.plugins import Registry
-from etrmflow.testing import EtrmflowProject, SandboxFactory, expected_trades
+from etrmflow.testing import (
+    EtrmflowProject,
+    SandboxFactory,
+    expected_trades,
+    sandbox_connector,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 CONTRACT = ContractInfo(name="trades", version="1.2.0", primary_key=("trade_id",), schema={})
@@ -179,17 +184,7 @@ def test_write_before_open_is_an_error() -> None:
         SqliteDeadLetterSink({}).write([letter()])
 
 
-CONNECTOR = """\
-name: vendor
-base_url: "{{ env_var('SANDBOX_URL') }}"
-auth: {type: api_key, in: header, name: X-API-Key, value: "{{ secret('SANDBOX_KEY') }}"}
-streams:
-  trades:
-    path: /api/v2/trades
-    params: {limit: 20}
-    records: $.trades
-    paginator: {type: cursor, cursor: $.next_cursor, param: cursor}
-"""
+CONNECTOR = sandbox_connector(page_size=20)
 PIPELINE = """\
 name: trades
 source: {connector: vendor, stream: trades}

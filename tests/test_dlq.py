@@ -18,7 +18,7 @@ from etrmflow.dlq import LetterStatus, Resolution, replay_batch_id
 from etrmflow.dlq.jsonl import JsonlDeadLetterStore
 from etrmflow.dlq.replay import candidates, plan_batches
 from etrmflow.sandbox import ThreadedSandbox
-from etrmflow.testing import EtrmflowProject, expected_trades
+from etrmflow.testing import EtrmflowProject, expected_trades, sandbox_connector
 
 REPO = Path(__file__).resolve().parents[1]
 PIPELINE_FILE = "pipelines/trades.yml"
@@ -27,17 +27,7 @@ LINEAGE = ("_etrmflow_run_id", "_etrmflow_batch_id", "_etrmflow_page_sha256", "_
 BAD_LEI = {"ACME-T-0000013", "ACME-T-0000153"}
 """The sandbox's default trades (seed 7) whose only defect is the LEI check digits."""
 
-CONNECTOR = """\
-name: vendor
-base_url: "{{ env_var('SANDBOX_URL') }}"
-auth: {type: api_key, in: header, name: X-API-Key, value: sandbox-key}
-streams:
-  trades:
-    path: /api/v2/trades
-    params: {limit: 100}
-    records: $.trades
-    paginator: {type: cursor, cursor: $.next_cursor, param: cursor}
-"""
+CONNECTOR = sandbox_connector(page_size=100, auth="{type: api_key, in: header, name: X-API-Key, value: sandbox-key}")
 PIPELINE = """\
 name: trades
 source: {connector: vendor, stream: trades}

@@ -15,7 +15,7 @@ from etrmflow.cli.summary import describe_results
 from etrmflow.engine.drift import DriftCounter
 from etrmflow.results import PipelineResult, RunResults
 from etrmflow.sandbox.data import trade
-from etrmflow.testing import EtrmflowProject, SandboxFactory
+from etrmflow.testing import EtrmflowProject, SandboxFactory, sandbox_connector
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA: dict[str, Any] = {"type": "object", "properties": {"trade_id": {}, "price": {}},
@@ -48,17 +48,7 @@ def test_the_summary_shows_one_line_most_frequent_first() -> None:
     assert text.splitlines()[1] == "       schema drift: notional (12), a_field (3), b_field (3)"
 
 
-CONNECTOR = """\
-name: vendor
-base_url: "{{ env_var('SANDBOX_URL') }}"
-auth: {type: api_key, in: header, name: X-API-Key, value: "{{ secret('SANDBOX_KEY') }}"}
-streams:
-  trades:
-    path: /api/v2/trades
-    params: {limit: 20}
-    records: $.trades
-    paginator: {type: cursor, cursor: $.next_cursor, param: cursor}
-"""
+CONNECTOR = sandbox_connector(page_size=20)
 PIPELINE = "name: trades\nsource: {connector: vendor, stream: trades}\ncontract: narrow\n"
 
 

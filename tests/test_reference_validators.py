@@ -19,7 +19,7 @@ from etrmflow.components import (
 )
 from etrmflow.plugins import Registry
 from etrmflow.sandbox.data import trade
-from etrmflow.testing import EtrmflowProject, SandboxFactory
+from etrmflow.testing import EtrmflowProject, SandboxFactory, sandbox_connector
 
 REPO = Path(__file__).resolve().parents[1]
 CONTRACT = ContractInfo(name="trade", version="1.0.0", primary_key=("trade_id",), schema={})
@@ -229,17 +229,7 @@ def test_curve_snapshot_checks_a_batch_of_1000_in_well_under_10_ms(tmp_path: Pat
 
 # --- in a run --------------------------------------------------------------------------------------
 
-CONNECTOR = """\
-name: vendor
-base_url: "{{ env_var('SANDBOX_URL') }}"
-auth: {type: api_key, in: header, name: X-API-Key, value: "{{ secret('SANDBOX_KEY') }}"}
-streams:
-  trades:
-    path: /api/v2/trades
-    params: {limit: 25}
-    records: $.trades
-    paginator: {type: cursor, cursor: $.next_cursor, param: cursor}
-"""
+CONNECTOR = sandbox_connector(page_size=25)
 PIPELINE = "name: trades\nsource: {connector: vendor, stream: trades}\ncontract: trade\n"
 
 

@@ -23,7 +23,7 @@ import pytest
 
 import etrmflow
 from etrmflow.sandbox.data import trade
-from etrmflow.testing import SandboxFactory
+from etrmflow.testing import SandboxFactory, sandbox_connector
 
 pytest.importorskip("tomllib")  # the in-tree backend reads pyproject.toml with it (Python 3.11+)
 
@@ -159,17 +159,7 @@ def test_plugins_lists_it_with_its_distribution_and_version(site: Path, tmp_path
     assert line.endswith("A trade's volume must not exceed the desk's limit.")
 
 
-CONNECTOR = """\
-name: vendor
-base_url: "{{ env_var('SANDBOX_URL') }}"
-auth: {type: api_key, in: header, name: X-API-Key, value: "{{ secret('SANDBOX_KEY') }}"}
-streams:
-  trades:
-    path: /api/v2/trades
-    params: {limit: 25}
-    records: $.trades
-    paginator: {type: cursor, cursor: $.next_cursor, param: cursor}
-"""
+CONNECTOR = sandbox_connector(page_size=25)
 PIPELINE = "name: trades\nsource: {connector: vendor, stream: trades}\ncontract: trade\n"
 
 
