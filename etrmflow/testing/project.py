@@ -1,38 +1,8 @@
-"""Test kit: run the real etrmflow CLI in a temporary project against the sandbox vendor.
-
-A pytest plugin. Load it from your ``conftest.py``::
-
-    pytest_plugins = ["etrmflow.testing"]
-
-and test your own connectors, contracts and pipelines offline, over real HTTP on 127.0.0.1::
-
-    def test_trades_load_exactly_once(etrmflow_project, sandbox_vendor_factory):
-        vendor = sandbox_vendor_factory(trades=60, faults=["503:at=2"])
-        etrmflow_project.copy_from(Path(__file__).parents[1], "connectors", "contracts", "pipelines")
-        result = etrmflow_project.run("run", "pipelines/acme_trades.yml",
-                                      env={"ACME_BASE_URL": vendor.base_url})
-        assert result.exit_code == 0, result.output
-        etrmflow_project.assert_loaded_exactly(expected_trades(vendor.config), table="trades",
-                                               pipeline="acme_trades")
-
-Fixtures:
-
-* ``etrmflow_project``: an :class:`EtrmflowProject` in ``tmp_path``;
-* ``sandbox_vendor``: a :class:`~etrmflow.sandbox.ThreadedSandbox` with the default dataset
-  (250 trades, seed 7), stopped after the test;
-* ``sandbox_vendor_factory``: ``factory(config=None, *, faults=(), **fields)`` starts a sandbox
-  with your own :class:`~etrmflow.sandbox.SandboxConfig` fields (``trades=``, ``token_ttl=``,
-  ``client_secret=``, ``api_key=``...); every one it started is stopped after the test.
-
-:func:`expected_trades` and :func:`expected_settlements` say which records of a sandbox
-dataset are valid and which are broken on purpose (and how), so a test can assert that every
-record ended in exactly one place.
-"""
+"""A project folder in a temp directory, and the CLI run in it in-process."""
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import io
 import json
 import logging
@@ -40,35 +10,16 @@ import os
 import shutil
 import sqlite3
 import textwrap
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from etrmflow.sandbox import SandboxConfig, ThreadedSandbox, parse_faults
-from etrmflow.sandbox.data import (
-    is_invalid_settlement,
-    is_invalid_trade,
-    settlement_id,
-    trade_id,
-)
-
-__all__ = [
-    "CliResult",
-    "EtrmflowProject",
-    "ExpectedRecords",
-    "SandboxFactory",
-    "etrmflow_project",
-    "expected_settlements",
-    "expected_trades",
-    "sandbox_vendor",
-    "sandbox_vendor_factory",
-]
+from etrmflow.testing.expected import ExpectedRecords
 
 Env = Mapping[str, "str | None"]
 """Environment overrides for a run: a value of None unsets the variable."""
+
 
 
 # --- what a CLI run gave -----------------------------------------------------------------------
@@ -96,49 +47,6 @@ class CliResult:
             except json.JSONDecodeError:
                 raise AssertionError(f"stderr line {number} is not JSON: {line!r}") from None
         return entries
-
-
-# --- what a sandbox dataset holds --------------------------------------------------------------
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ExpectedRecords:
-    """The ids of a sandbox dataset: the valid ones, and the broken ones with their defect."""
-
-    valid: frozenset[str]
-    invalid: Mapping[str, str]
-
-    @property
-    def total(self) -> int:
-        return len(self.valid) + len(self.invalid)
-
-
-def _expected(count: int, make_id: Callable[[int], str], defect: Callable[[int], str | None]) -> ExpectedRecords:
-    valid, invalid = set(), {}
-    for i in range(count):
-        found = defect(i)
-        if found is None:
-            valid.add(make_id(i))
-        else:
-            invalid[make_id(i)] = found
-    return ExpectedRecords(valid=frozenset(valid), invalid=invalid)
-
-
-def expected_trades(config: SandboxConfig | None = None) -> ExpectedRecords:
-    """Trade ids a sandbox with this config serves: which are valid, which broken and how.
-
-    ::
-
-        expected = expected_trades(SandboxConfig(trades=60))
-        assert len(expected.invalid) == 3
-    """
-    config = config or SandboxConfig()
-    return _expected(config.trades, trade_id, lambda i: is_invalid_trade(i, config.seed))
-
-
-def expected_settlements(config: SandboxConfig | None = None) -> ExpectedRecords:
-    """Settlement ids a sandbox with this config serves (no date filter), valid and broken."""
-    config = config or SandboxConfig()
-    return _expected(config.settlements, settlement_id, lambda i: is_invalid_settlement(i, config.seed))
 
 
 # --- a project folder and the CLI run in it ----------------------------------------------------
@@ -184,27 +92,6 @@ def _logging_restored() -> Iterator[None]:
             lg.handlers[:], lg.level, lg.propagate = handlers, level, propagate
 
 
-SANDBOX_KEY_AUTH = "{type: api_key, in: header, name: X-API-Key, value: \"{{ secret('SANDBOX_KEY') }}\"}"
-
-
-def sandbox_connector(*, page_size: int = 100, auth: str = SANDBOX_KEY_AUTH, name: str = "vendor") -> str:
-    """A connector reading the sandbox vendor's cursor-paginated trades (stream ``trades``).
-
-    Its ``base_url`` is ``{{ env_var('SANDBOX_URL') }}``, and its default auth is the sandbox's
-    API key as ``secret('SANDBOX_KEY')``. Example::
-
-        project.write({"connectors/vendor.yml": sandbox_connector(page_size=20)})
-        project.env.update(SANDBOX_URL=sandbox_vendor.base_url, SANDBOX_KEY="sandbox-key")
-    """
-    return (f"name: {name}\n"
-            "base_url: \"{{ env_var('SANDBOX_URL') }}\"\n"
-            f"auth: {auth}\n"
-            "streams:\n"
-            "  trades:\n"
-            "    path: /api/v2/trades\n"
-            f"    params: {{limit: {page_size}}}\n"
-            "    records: $.trades\n"
-            "    paginator: {type: cursor, cursor: $.next_cursor, param: cursor}\n")
 
 
 class EtrmflowProject:
@@ -368,48 +255,3 @@ class EtrmflowProject:
 def _difference(where: str, found: set[str], wanted: frozenset[str] | set[str]) -> str:
     return (f"{where}: missing {sorted(wanted - found)[:10]}, unexpected {sorted(found - wanted)[:10]} "
             f"({len(found)} found, {len(wanted)} expected)")
-
-
-# --- fixtures ----------------------------------------------------------------------------------
-
-SandboxFactory = Callable[..., ThreadedSandbox]
-
-
-@pytest.fixture
-def etrmflow_project(tmp_path: Path) -> EtrmflowProject:
-    """An empty etrmflow project in ``tmp_path/project`` (with an ``etrmflow.yml``)."""
-    root = tmp_path / "project"
-    root.mkdir()
-    project = EtrmflowProject(root)
-    project.write({"etrmflow.yml": "name: test_project\n"})
-    return project
-
-
-@pytest.fixture
-def sandbox_vendor_factory() -> Iterator[SandboxFactory]:
-    """Start sandbox vendors with custom settings; all are stopped after the test.
-
-    ::
-
-        vendor = sandbox_vendor_factory(trades=60, token_ttl=2, faults=["expire-tokens:at=3"])
-        vendor = sandbox_vendor_factory(SandboxConfig(seed=3), client_secret="s3cret-value")
-    """
-    started: list[ThreadedSandbox] = []
-
-    def start(config: SandboxConfig | None = None, *, faults: Any = (), **fields: Any) -> ThreadedSandbox:
-        changes = {**fields, **({"faults": parse_faults(faults)} if faults else {})}
-        vendor = ThreadedSandbox(dataclasses.replace(config or SandboxConfig(), **changes))
-        vendor.start()
-        started.append(vendor)
-        return vendor
-
-    yield start
-    for vendor in reversed(started):
-        vendor.stop()
-
-
-@pytest.fixture
-def sandbox_vendor() -> Iterator[ThreadedSandbox]:
-    """The sandbox vendor with its default dataset on 127.0.0.1; ``.base_url`` is its URL."""
-    with ThreadedSandbox(SandboxConfig()) as vendor:
-        yield vendor
