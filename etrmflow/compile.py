@@ -12,8 +12,19 @@ from etrmflow import __version__
 from etrmflow.config.project import Loaded, Project, ResolvedPipeline
 from etrmflow.durations import parse_duration
 from etrmflow.plan import (
-    BreakerPolicy, ComponentPlan, ConnectorPlan, ContractPlan, InvalidPolicy, PipelinePlan, Plan, RatePolicy, RetryPolicy,
-    ResponseRule, StreamPlan, TimeoutPolicy, WindowsPlan,
+    BreakerPolicy,
+    ComponentPlan,
+    ConnectorPlan,
+    ContractPlan,
+    InvalidPolicy,
+    PipelinePlan,
+    Plan,
+    RatePolicy,
+    ResponseRule,
+    RetryPolicy,
+    StreamPlan,
+    TimeoutPolicy,
+    WindowsPlan,
 )
 
 DEFAULT_CONCURRENCY = 4
@@ -33,8 +44,8 @@ def compile_plan(project: Project, pipelines: list[ResolvedPipeline]) -> Plan:
 
 def compile_pipeline(project: Project, resolved: ResolvedPipeline) -> PipelinePlan:
     data = resolved.pipeline.data
-    connector = _connector(resolved.connector)
-    stream = _stream(resolved.connector.data, data["source"], connector)
+    connector = compile_connector(resolved.connector)
+    stream = compile_stream(resolved.connector.data, data["source"], connector)
     return PipelinePlan(
         name=data["name"],
         file=resolved.pipeline.document.display,
@@ -71,7 +82,7 @@ def _default_dead_letter(project: Project, pipeline: str) -> dict[str, Any]:
     return {"type": "jsonl", "path": path}
 
 
-def _connector(loaded: Loaded) -> ConnectorPlan:
+def compile_connector(loaded: Loaded) -> ConnectorPlan:
     data = loaded.data
     defaults = data.get("defaults") or {}
     tls = data.get("tls") or {}
@@ -101,7 +112,8 @@ def _breaker(block: Mapping[str, Any]) -> BreakerPolicy:
     return BreakerPolicy(**fields)
 
 
-def _stream(connector_data: Mapping[str, Any], source: Mapping[str, Any], connector: ConnectorPlan) -> StreamPlan:
+def compile_stream(connector_data: Mapping[str, Any], source: Mapping[str, Any],
+                   connector: ConnectorPlan) -> StreamPlan:
     stream = connector_data["streams"][source["stream"]]
     defaults = connector_data.get("defaults") or {}
     policy = _merge(defaults, {k: v for k, v in stream.items() if k in ("concurrency", "timeout", "retry", "breaker")})

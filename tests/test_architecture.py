@@ -38,6 +38,7 @@ FORBIDDEN = [
     (("sinks",), ("etrmflow.cli", "etrmflow.config", "etrmflow.engine")),
     (("sandbox",), ("etrmflow.cli", "etrmflow.config", "etrmflow.engine")),
     (("dlq",), ("etrmflow.cli", "etrmflow.config")),
+    (("audit",), ("etrmflow.engine", "etrmflow.config", "etrmflow.cli", "etrmflow.compile")),
 ]
 LEAVES = ["errors", "plan", "results", "clock", "durations", "jsonpath", "templating", "windows"]
 

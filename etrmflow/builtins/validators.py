@@ -2,6 +2,11 @@
 
 Both are applied to every contract that declares a ``schema`` or ``rules``; each record gets
 the violations of both, and a record with any violation goes to the dead-letter sink.
+
+Each validates a batch at a time with the fast machinery of ``etrmflow.validation`` and keeps
+a per-record reference (``violations``): plain jsonschema for the schema, the expression
+language's closures for the rules. The two give the same verdicts and violations
+(tests/test_validation_equivalence.py).
 """
 
 from __future__ import annotations
@@ -16,17 +21,17 @@ import jsonschema
 
 from etrmflow import hookimpl
 from etrmflow.components import ValidationContext, Validator, Violation
+from etrmflow.builtins.formats import FORMAT_CHECKERS
 from etrmflow.energy import parse_datetime_with_offset
 from etrmflow.expr import Expression, ExpressionError, NotApplicable, compile_expression
-from etrmflow.validation.fastpath import FastCheck
+from etrmflow.validation.accelerators import accelerators_for
+from etrmflow.validation.rules_batch import RulesBatch
+from etrmflow.validation.schema_batch import SchemaBatch, json_pointer
+from etrmflow.validation.verdicts import all_valid
 
 MAX_MESSAGE_LENGTH = 300
+_SHARED_VIOLATIONS = 10_000
 _NO_OPTIONS: dict[str, Any] = {"type": "object", "additionalProperties": False, "properties": {}}
-
-
-def json_pointer(path: Iterable[Any]) -> str:
-    """RFC 6901 pointer of a path of keys and indexes (``""`` for the whole record)."""
-    return "".join("/" + str(part).replace("~", "~0").replace("/", "~1") for part in path)
 
 
 def truncate(message: str, limit: int = MAX_MESSAGE_LENGTH) -> str:
@@ -69,21 +74,35 @@ class JsonSchemaValidator(Validator):
         schema = context.contract.schema
         jsonschema.Draft202012Validator.check_schema(schema)
         format_checker = build_format_checker(context.format_checkers)
-        self._schema = jsonschema.Draft202012Validator(schema, format_checker=format_checker)
-        self._fast = FastCheck(schema, format_checker, context.format_checkers)
+        self._batch = SchemaBatch(schema, format_checker,
+                                  accelerators_for(context.format_checkers, FORMAT_CHECKERS))
+        self._made: dict[tuple[str, str, str], Violation] = {}
 
     def validate(self, records: list[Any]) -> list[list[Violation]]:
-        is_valid = self._fast.is_valid
-        # Detailed errors come from the reference jsonschema, and only failing records pay for them.
-        return [[] if is_valid(record) else self.violations(record) for record in records]
+        out = all_valid(len(records))
+        for row, found in self._batch.violations(records).items():
+            out[row] = self._as_violations(found)
+        return out
 
     def violations(self, record: Any) -> list[Violation]:
-        """Every schema error of one record, sorted by pointer then keyword, without repeats."""
-        found = {(json_pointer(error.absolute_path), str(error.validator), truncate(error.message))
-                 for error in self._schema.iter_errors(record)}
-        return [Violation(pointer=pointer, keyword=keyword, message=message,
-                          validator=self.type_name)
-                for pointer, keyword, message in sorted(found)]
+        """Every schema error of one record by plain jsonschema (the reference), sorted by
+        pointer then keyword, without repeats."""
+        return self._as_violations(self._batch.reference_violations(record))
+
+    def _as_violations(self, found: Iterable[tuple[str, str, str]]) -> list[Violation]:
+        unique = {(pointer, keyword, truncate(message)) for pointer, keyword, message in found}
+        return [self._violation(triple) for triple in sorted(unique)]
+
+    def _violation(self, triple: tuple[str, str, str]) -> Violation:
+        # Violations are immutable: records that fail alike share one (a missing price, say).
+        violation = self._made.get(triple)
+        if violation is None:
+            if len(self._made) >= _SHARED_VIOLATIONS:
+                self._made.clear()
+            pointer, keyword, message = triple
+            violation = self._made[triple] = Violation(pointer=pointer, keyword=keyword, message=message,
+                                                       validator=self.type_name)
+        return violation
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -131,6 +150,19 @@ def _parse_instant(text: str) -> datetime | None:
         return None
 
 
+def _breaks(rule: CompiledRule, view: Mapping[str, Any], unparsed: set[str]) -> bool:
+    """Does the record (its date-times parsed) break the rule? A rule reading a date-time
+    that did not parse, or that cannot be judged on the record, is not broken."""
+    if unparsed and not rule.names.isdisjoint(unparsed):
+        return False
+    try:
+        if rule.when is not None and not rule.when.evaluate(view):
+            return False
+        return not rule.check.evaluate(view)
+    except NotApplicable:
+        return False
+
+
 class RulesValidator(Validator):
     """Checks the contract's cross-field rules, written in etrmflow's expression language.
 
@@ -161,28 +193,21 @@ class RulesValidator(Validator):
         self._instants = tuple(sorted(
             name for name, spec in properties.items()
             if name in read and isinstance(spec, Mapping) and spec.get("format") == "date-time"))
+        self._batch = RulesBatch(self.rules, frozenset(self._instants), self._broken, self.violations)
 
     def validate(self, records: list[Any]) -> list[list[Violation]]:
-        return [self.violations(record) for record in records]
+        return self._batch.violations(records)
 
     def violations(self, record: Any) -> list[Violation]:
-        """The rules one record breaks, in the order the contract lists them."""
+        """The rules one record breaks, in the order the contract lists them (the reference)."""
         if not isinstance(record, Mapping) or not self.rules:
             return []  # not an object: the json_schema validator reports it
         view, unparsed = self._with_instants(record)
-        found = []
-        for rule in self.rules:
-            if unparsed and not rule.names.isdisjoint(unparsed):
-                continue
-            try:
-                if rule.when is not None and not rule.when.evaluate(view):
-                    continue
-                if rule.check.evaluate(view):
-                    continue
-            except NotApplicable:
-                continue
-            found.append(rule.violation)
-        return found
+        return [rule.violation for rule in self.rules if _breaks(rule, view, unparsed)]
+
+    def _broken(self, rule: CompiledRule, record: Mapping[str, Any]) -> bool:
+        view, unparsed = self._with_instants(record)
+        return _breaks(rule, view, unparsed)
 
     def _with_instants(self, record: Mapping[str, Any]) -> tuple[Mapping[str, Any], set[str]]:
         """The record with its date-time fields parsed (a copy; the original stays as sent),

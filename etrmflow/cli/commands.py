@@ -11,22 +11,39 @@ import click
 from etrmflow.cli.main import State, cli, parse_vars, registry, write_json
 from etrmflow.cli.summary import describe_plan, describe_results, plugin_rows
 from etrmflow.compile import compile_plan
+from etrmflow.config.check import did_you_mean
 from etrmflow.config.preflight import check_secrets
-from etrmflow.config.project import Project, ResolvedPipeline, open_project
+from etrmflow.config.project import (
+    Project,
+    ResolvedPipeline,
+    find_project_root,
+    open_project,
+)
 from etrmflow.errors import ConfigError, ConfigIssue, ExitCode, IssueCollector, Location
 from etrmflow.plan import Plan
 from etrmflow.results import Status
 
-_pipelines = click.argument("pipelines", nargs=-1, required=True,
+_pipelines = click.argument("pipelines", nargs=-1, required=False, metavar="PIPELINES...",
                             type=click.Path(exists=False, path_type=Path))
+_select = click.option("--select", "selectors", multiple=True, metavar="NAME_OR_TAG",
+                       help="Only pipelines with this name, or this tag written tag:NAME (repeatable).")
 _vars = click.option("--vars", "vars_text", metavar="YAML", help="Variables for var(), as YAML or JSON: '{since: 2025-01-01}'.")
 _target = click.option("--target-dir", type=click.Path(path_type=Path),
                        help="Where artifacts and default outputs go (default: <project>/target).")
 
 
+def _default_paths() -> tuple[Path, ...]:
+    """No PIPELINES given: the pipelines/ folder of the project around the working directory."""
+    root = find_project_root(Path.cwd())
+    if root is None:
+        raise click.UsageError("give PIPELINES (files or folders), or run inside a project")
+    return (root / "pipelines",)
+
+
 def _expand(paths: tuple[Path, ...]) -> list[Path]:
     """Pipeline files; a folder stands for every pipeline file in it."""
     files: list[Path] = []
+    paths = paths or _default_paths()
     for path in paths:
         if path.is_dir():
             found = sorted(p for p in path.iterdir() if p.suffix in (".yml", ".yaml"))
@@ -40,15 +57,39 @@ def _expand(paths: tuple[Path, ...]) -> list[Path]:
     return files
 
 
+def _selected(project: Project, files: list[Path], selectors: tuple[str, ...]) -> list[Path]:
+    """The files whose pipeline name or ``tag:`` matches a selector; unreadable files stay in
+    so that their problems are reported."""
+    if not selectors:
+        return files
+    chosen, seen = [], set()
+    for path in files:
+        loaded = project.load(path, "pipeline").loaded
+        data = loaded.data if loaded is not None else {}
+        names = {str(data.get("name"))} | {f"tag:{tag}" for tag in data.get("tags") or []}
+        seen |= names
+        if loaded is None or names & set(selectors):
+            chosen.append(path)
+    unmatched = [s for s in selectors if s not in seen]
+    if unmatched:
+        raise click.UsageError("; ".join(_no_match(s, seen) for s in unmatched))
+    return chosen
+
+
+def _no_match(selector: str, seen: set[str]) -> str:
+    hint = did_you_mean(selector, seen)
+    return f"--select '{selector}' matches no pipeline" + (f" ({hint})" if hint else "")
+
+
 def load(state: State, paths: tuple[Path, ...], vars_text: str | None,
-         target_dir: Path | None) -> tuple[Project, list[ResolvedPipeline]]:
-    """Open the project and load every pipeline, collecting every config issue of every file."""
+         target_dir: Path | None, selectors: tuple[str, ...] = ()) -> tuple[Project, list[ResolvedPipeline]]:
+    """Open the project and load every (selected) pipeline, collecting every config issue of every file."""
     files = _expand(paths)
     project = open_project(files[0], registry=registry(), cli_vars=parse_vars(vars_text), target_dir=target_dir)
     state.target_dir = project.target_dir
     issues = IssueCollector()
     resolved = []
-    for path in files:
+    for path in _selected(project, files, selectors):
         try:
             resolved.append(project.resolve(path))
         except ConfigError as exc:
@@ -61,17 +102,19 @@ def load(state: State, paths: tuple[Path, ...], vars_text: str | None,
 @_pipelines
 @_vars
 @_target
+@_select
 @click.pass_obj
-def validate(state: State, pipelines: tuple[Path, ...], vars_text: str | None, target_dir: Path | None) -> int:
+def validate(state: State, pipelines: tuple[Path, ...], vars_text: str | None, target_dir: Path | None,
+             selectors: tuple[str, ...]) -> int:
     """Check pipelines and everything they reference; fetch nothing."""
-    _, resolved = load(state, pipelines, vars_text, target_dir)
+    _, resolved = load(state, pipelines, vars_text, target_dir, selectors)
     click.echo(f"{len(resolved)} pipeline(s) valid: " + ", ".join(r.pipeline.data["name"] for r in resolved))
     return ExitCode.OK
 
 
 def _compile(state: State, pipelines: tuple[Path, ...], vars_text: str | None,
-             target_dir: Path | None) -> tuple[Project, list[ResolvedPipeline], Plan]:
-    project, resolved = load(state, pipelines, vars_text, target_dir)
+             target_dir: Path | None, selectors: tuple[str, ...] = ()) -> tuple[Project, list[ResolvedPipeline], Plan]:
+    project, resolved = load(state, pipelines, vars_text, target_dir, selectors)
     plan = compile_plan(project, resolved)
     write_json(project.target_dir / "plan.json", plan.as_dict())
     return project, resolved, plan
@@ -81,10 +124,12 @@ def _compile(state: State, pipelines: tuple[Path, ...], vars_text: str | None,
 @_pipelines
 @_vars
 @_target
+@_select
 @click.pass_obj
-def compile_command(state: State, pipelines: tuple[Path, ...], vars_text: str | None, target_dir: Path | None) -> int:
+def compile_command(state: State, pipelines: tuple[Path, ...], vars_text: str | None, target_dir: Path | None,
+                    selectors: tuple[str, ...]) -> int:
     """Compile pipelines into target/plan.json and show the fetch plan."""
-    project, _, plan = _compile(state, pipelines, vars_text, target_dir)
+    project, _, plan = _compile(state, pipelines, vars_text, target_dir, selectors)
     click.echo(describe_plan(plan))
     click.echo(f"Wrote {project.display(project.target_dir / 'plan.json')}")
     return ExitCode.OK
@@ -96,16 +141,24 @@ def compile_command(state: State, pipelines: tuple[Path, ...], vars_text: str | 
 @_target
 @click.option("--resume", is_flag=True,
               help="Continue each pipeline's failed or killed run from its checkpoint: fetch only what is missing.")
+@click.option("--dry-run", is_flag=True,
+              help="Show each pipeline's first request, secrets masked; send nothing.")
+@_select
 @click.pass_obj
 def run(state: State, pipelines: tuple[Path, ...], vars_text: str | None, target_dir: Path | None,
-        resume: bool) -> int:
+        resume: bool, dry_run: bool, selectors: tuple[str, ...]) -> int:
     """Fetch, validate, transform and load. Writes target/plan.json and target/run_results.json."""
     from etrmflow.engine.runner import RunOptions, run_plan
     from etrmflow.secrets import SecretStore
 
-    project, resolved, plan = _compile(state, pipelines, vars_text, target_dir)
+    project, resolved, plan = _compile(state, pipelines, vars_text, target_dir, selectors)
     secrets = SecretStore(environ=os.environ, defaults=project.secret_defaults)
     check_secrets(resolved, secrets)
+    if dry_run:
+        from etrmflow.cli.preview import describe_first_requests
+
+        click.echo(asyncio.run(describe_first_requests(plan, project.registry, secrets)))
+        return ExitCode.OK
     results = asyncio.run(run_plan(plan, project.registry, RunOptions(secrets=secrets, run_id=state.run_id, resume=resume)))
     results.exit_code = max((result.exit_code or ExitCode.RUN_FAILED for result in results.pipelines
                              if result.status is Status.FAILED), default=int(ExitCode.OK))

@@ -152,3 +152,7 @@ def registry() -> Registry:
 from etrmflow.cli import commands  # noqa: E402,F401  (registers the subcommands)
 from etrmflow.cli import dlq_command  # noqa
 from etrmflow.cli import test_command  # noqa: E402,F401  (registers `etrmflow test`)
+from etrmflow.cli import schema_command  # noqa: E402,F401  (registers `etrmflow schema`)
+from etrmflow.cli import audit_command  # noqa: E402,F401  (registers `etrmflow audit`)
+from etrmflow.cli import init_command  # noqa: E402,F401  (registers `etrmflow init`)
+from etrmflow.cli import debug_command  # noqa: E402,F401  (registers `etrmflow debug`)

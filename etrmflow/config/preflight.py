@@ -33,12 +33,15 @@ def check_secrets(pipelines: list[ResolvedPipeline], store: SecretStore) -> None
     seen: set[tuple[str, KeyPath, str]] = set()
     for resolved in pipelines:
         for loaded in (resolved.connector, resolved.pipeline):
-            issues.extend(_missing(loaded, store, seen))
+            issues.extend(missing_secrets(loaded, store, seen))
     if issues:
         raise SecretMissing(issues)
 
 
-def _missing(loaded: Loaded, store: SecretStore, seen: set[tuple[str, KeyPath, str]]) -> list[ConfigIssue]:
+def missing_secrets(loaded: Loaded, store: SecretStore,
+                    seen: set[tuple[str, KeyPath, str]] | None = None) -> list[ConfigIssue]:
+    """Issues for every secret marker in a document that the store cannot resolve."""
+    seen = set() if seen is None else seen
     issues = []
     for path, name in _markers(loaded.data):
         if (loaded.document.display, path, name) in seen or not store.missing([name]):

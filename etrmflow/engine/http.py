@@ -134,28 +134,42 @@ class HttpTransport(Transport):
             async for page in self._walk(stream, window, here):
                 yield page
 
+    def first_request(self, stream: StreamPlan,
+                      window: dict[str, Any] | None = None) -> tuple[Request, Paginator]:
+        """The stream's first request with its request-time templates rendered (a dry run shows
+        it), and the paginator that would walk on from it."""
+        paginator: Paginator = self.paginator_factory(stream.paginator)
+        request = self._initial_request(stream, paginator)
+        return self._render(request, self._context(window, paginator, request, 0, 0)), paginator
+
+    def _initial_request(self, stream: StreamPlan, paginator: Paginator) -> Request:
+        return paginator.first(Request(
+            method=stream.method, url=stream.path, params=dict(stream.params),
+            headers={k: str(v) for k, v in stream.headers.items()}, json=stream.body))
+
+    def _context(self, window: dict[str, Any] | None, paginator: Paginator, request: Request,
+                 index: int, offset: int) -> dict[str, Any]:
+        """What request-time templates may use for this request."""
+        return {**make_functions(vars=self.vars, environ=self.secrets.environ), "window": window,
+                "page": index + 1, "offset": offset, "cursor": None, **paginator.template_context(request)}
+
     async def _walk(self, stream: StreamPlan, window: dict[str, Any] | None,
                     start: Mapping[str, Any] | None) -> AsyncIterator[Page]:
         paginator: Paginator = self.paginator_factory(stream.paginator)
         records_path = compile_path(stream.records)
-        functions = {**make_functions(vars=self.vars, environ=self.secrets.environ), "window": window}
         request: Request | None
         if start is not None:
             request, index, offset = start["request"], start["index"], start["offset"]
         else:
-            request = paginator.first(Request(
-                method=stream.method, url=stream.path, params=dict(stream.params),
-                headers={k: str(v) for k, v in stream.headers.items()}, json=stream.body))
-            index = offset = 0
+            request, index, offset = self._initial_request(stream, paginator), 0, 0
         while request is not None:
             started = time.perf_counter()
-            context = {**functions, "page": index + 1, "offset": offset, "cursor": None,
-                       **paginator.template_context(request)}
+            context = self._context(window, paginator, request, index, offset)
             raw, body, attempts = await self.fetch(self._render(request, context), stream)
             if body is NO_DATA:  # the vendor says there is nothing (more) here: an empty last page
                 records, following = [], None
             else:
-                records = _records(body, records_path, stream.records, raw)
+                records = records_at(body, records_path, stream.records, raw)
                 response = Response(status=raw.status, headers=raw.headers, body=body, url=raw.url)
                 following = paginator.next(request, response, records)
             yield Page(connector=self.connector.name, stream=stream.name,
@@ -285,7 +299,8 @@ def _endpoint_failure(error: FetchError) -> bool:
     return isinstance(error, (RetriableFetchError, TransportFailure)) or (error.status or 0) >= 500
 
 
-def _records(body: Any, path: tuple[str | int, ...], shown_path: str, raw: RawResponse) -> list[Any]:
+def records_at(body: Any, path: tuple[str | int, ...], shown_path: str, raw: RawResponse) -> list[Any]:
+    """The records at the stream's path in a decoded body; FatalFetchError saying why not."""
     value = extract(body, path)
     if value is MISSING:
         keys = ", ".join(sorted(body)) if isinstance(body, dict) else type(body).__name__

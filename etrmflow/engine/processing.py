@@ -30,6 +30,7 @@ from etrmflow.components import (
 from etrmflow.engine.drift import DriftCounter
 from etrmflow.errors import RunFailed, SinkError, TransformError
 from etrmflow.plan import PipelinePlan
+from etrmflow.validation.decimal_fields import DecimalFields
 
 log = logging.getLogger("etrmflow.run")
 
@@ -72,6 +73,7 @@ class PageProcessor:
         self.context = context
         self.columns = list((plan.contract.schema.get("properties") or {}).keys())
         self.drift = DriftCounter(plan.contract.schema)
+        self.decimals = DecimalFields(plan.contract.schema)
 
     def open(self) -> None:
         self.dead_letter.open(self.context)
@@ -113,7 +115,8 @@ class PageProcessor:
         return verdicts
 
     def write(self, records: list[Any], batch: BatchInfo) -> dict[str, int]:
-        frame = pd.DataFrame.from_records(records)
+        # Declared money becomes Decimal here, after validation and before any transform.
+        frame = pd.DataFrame.from_records(self.decimals.convert(records))
         ordered = [c for c in self.columns if c in frame.columns] + [c for c in frame.columns if c not in self.columns]
         frame = frame[ordered]
         for index, step in enumerate(self.transforms):

@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from etrmflow.audit import AuditLog, events
 from etrmflow.components import Page
 from etrmflow.engine.checkpoint import Checkpoint, request_from_dict
-from etrmflow.engine.processing import PageOutcome, PageProcessor
+from etrmflow.engine.processing import PageOutcome, PageProcessor, batch_id
 from etrmflow.errors import EtrmflowError, RunFailed
 from etrmflow.results import PipelineResult
 
@@ -43,17 +44,30 @@ def starting_point(checkpoint: Checkpoint, options: Any, result: PipelineResult)
 class Committer:
     """Process a page, then record durably that the walk may continue after it."""
 
-    def __init__(self, processor: PageProcessor, checkpoint: Checkpoint, run_id: str) -> None:
+    def __init__(self, processor: PageProcessor, checkpoint: Checkpoint, run_id: str,
+                 audit: AuditLog | None = None) -> None:
         self.processor = processor
         self.checkpoint = checkpoint
         self.run_id = run_id
+        self.audit = audit
 
     def commit(self, page: Page) -> PageOutcome:
-        outcome = self.processor.process(page)
+        try:
+            outcome = self.processor.process(page)
+        except Exception:
+            self._audit([events.page_fetched(page)])  # what the vendor sent, even if processing failed
+            raise
+        # Evidence before the checkpoint: a crash in between repeats the page, never loses its entries.
+        self._audit([events.page_fetched(page), *events.page_processed(
+            batch_id(self.processor.plan, self.processor.vars, page), outcome, self.processor.dead_letter.describe())])
         self.checkpoint.save(run_id=self.run_id, next_request=page.next_request, pages_done=page.index + 1,
                              offset=page.offset + len(page.records), window=page.window,
                              window_label=page.partition or None)
         return outcome
+
+    def _audit(self, entries: list[events.Event]) -> None:
+        if self.audit is not None:
+            self.audit.append(run_id=self.run_id, pipeline=self.processor.plan.name, events=entries)
 
 
 def finish_checkpoint(checkpoint: Checkpoint, result: PipelineResult, ok: bool) -> None:

@@ -5,14 +5,18 @@ pipeline's worker thread, so the event loop keeps fetching while records are che
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import functools
 import logging
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from etrmflow import __version__
+from etrmflow.audit import AUDIT_LOG, AuditLog, events
 from etrmflow.clock import Clock, utc_timestamp
 from etrmflow.components import Kind, Page, SinkContext
 from etrmflow.engine.breaker import BreakerBoard
@@ -91,9 +95,12 @@ async def run_pipeline(plan: Plan, pipeline: PipelinePlan, registry: Registry, o
     loop = asyncio.get_running_loop()
     checkpoint = Checkpoint(plan.target_dir, pipeline)
     processor: PageProcessor | None = None
+    audit: AuditLog | None = None
     ok = False
     try:
         start = starting_point(checkpoint, options, result)
+        audit = AuditLog(Path(plan.target_dir) / AUDIT_LOG)
+        await _audit(executor, audit, result, events.run_started(resumed_from_page=result.resumed_from_page))
         processor = build_processor(plan, pipeline, registry, result.run_id, resume=start is not None)
         result.dead_letter = processor.dead_letter.describe()
         await loop.run_in_executor(executor, processor.open)
@@ -101,7 +108,7 @@ async def run_pipeline(plan: Plan, pipeline: PipelinePlan, registry: Registry, o
         transitions = getattr(getattr(transport, "breakers", None), "transitions", [])
         earlier = len(transitions)  # the board is shared with earlier pipelines of the run
         try:
-            await _stream_pages(transport, pipeline, Committer(processor, checkpoint, result.run_id),
+            await _stream_pages(transport, pipeline, Committer(processor, checkpoint, result.run_id, audit),
                                 executor, result, start)
         finally:
             counters = transport.counters
@@ -122,11 +129,28 @@ async def run_pipeline(plan: Plan, pipeline: PipelinePlan, registry: Registry, o
             except EtrmflowError as exc:
                 ok = False
                 _fail(result, exc)
+        if audit is not None:
+            await _audit_finish(executor, audit, result)
         executor.shutdown(wait=True)
         finish_checkpoint(checkpoint, result, ok)
         result.finished_at = utc_timestamp()
         result.duration_s = round(time.perf_counter() - started, 3)
     return result
+
+
+async def _audit(executor: ThreadPoolExecutor, audit: AuditLog, result: PipelineResult,
+                 event: events.Event) -> None:
+    """Append in the worker thread: an fsync must never stall the event loop's fetches."""
+    append = functools.partial(audit.append, run_id=result.run_id, pipeline=result.name, events=[event])
+    await asyncio.get_running_loop().run_in_executor(executor, append)
+
+
+async def _audit_finish(executor: ThreadPoolExecutor, audit: AuditLog, result: PipelineResult) -> None:
+    try:
+        await _audit(executor, audit, result, events.run_finished(
+            status=str(result.status), counts=dataclasses.asdict(result.counts), error_type=result.error_type))
+    except EtrmflowError as exc:
+        _fail(result, exc)
 
 
 def _fail(result: PipelineResult, exc: BaseException) -> None:

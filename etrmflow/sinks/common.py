@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from etrmflow.components import BatchInfo, SinkContext
+from etrmflow.components import BatchInfo, ContractInfo, SinkContext
+from etrmflow.validation.decimals import DecimalSpec, decimal_columns, decimal_problem, to_decimal
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -118,6 +119,41 @@ def column_values(series: pd.Series, *, as_json: bool = False) -> list[Any]:
     if native and kind == "f":
         return [None if v != v else v for v in values]
     return [plain_value(v) for v in values]
+
+
+# ---------------------------------------------------------------------------------------------
+# Declared decimals (x-etrmflow-decimal): stored exactly, or the write fails
+# ---------------------------------------------------------------------------------------------
+
+def decimal_specs(contract: ContractInfo) -> dict[str, DecimalSpec]:
+    """The contract's top-level columns declared exact decimals."""
+    return decimal_columns(contract.schema)
+
+
+def decimal_cell(value: Any, spec: DecimalSpec) -> decimal.Decimal | None:
+    """A value of a declared decimal column as a Decimal at the declared scale (None if
+    missing). Raises ValueError rather than round: a value with more decimals than the scale
+    (a transform may have computed one), or a float of more than 15 significant digits."""
+    if is_missing(value):
+        return None
+    item = getattr(value, "item", None)  # numpy scalars, from a transform
+    value = item() if callable(item) else value
+    if isinstance(value, bool) or not isinstance(value, (decimal.Decimal, int, float)):
+        raise ValueError(f"{value!r} is not a number, and the contract declares a decimal"
+                         f"({spec.precision},{spec.scale}) column")
+    problem = decimal_problem(value, spec)
+    if problem:
+        raise ValueError(f"{problem}; refusing to round money")
+    return to_decimal(value, spec)
+
+
+def decimal_cells(series: pd.Series, spec: DecimalSpec) -> list[decimal.Decimal | None]:
+    return [decimal_cell(value, spec) for value in series.tolist()]
+
+
+def decimal_text(value: decimal.Decimal | None) -> str | None:
+    """Plain positional digits, never an exponent: Decimal('1E+2') at scale 2 is '100.00'."""
+    return None if value is None else format(value, "f")
 
 
 def ordered_columns(contract_types: Mapping[str, str], frame_columns: list[str]) -> list[str]:

@@ -12,6 +12,7 @@ import csv
 import logging
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +21,9 @@ from etrmflow.errors import SinkError
 from etrmflow.sinks.common import (
     NESTED_TYPES,
     column_values,
+    decimal_cells,
+    decimal_specs,
+    decimal_text,
     lineage,
     ordered_columns,
     remove,
@@ -35,6 +39,8 @@ log = logging.getLogger("etrmflow.sink")
 if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
+
+    from etrmflow.validation.decimals import DecimalSpec
 
 
 class _StagedSink(Sink):
@@ -138,17 +144,30 @@ def _arrow_column(series: pd.Series | None, declared: str | None, rows: int) -> 
     return _conform(pa.Array.from_pandas(series), declared)
 
 
-def arrow_table(frame: pd.DataFrame, contract: dict[str, str], stamps: dict[str, str]) -> pa.Table:
+def _decimal_column(series: pd.Series | None, spec: DecimalSpec, rows: int) -> pa.Array:
+    import pyarrow as pa
+
+    arrow_type = pa.decimal128(spec.precision, spec.scale)  # exact, in every part file alike
+    if series is None:
+        return pa.nulls(rows, arrow_type)
+    return pa.array(decimal_cells(series, spec), arrow_type)
+
+
+def arrow_table(frame: pd.DataFrame, contract: dict[str, str], stamps: dict[str, str],
+                decimals: Mapping[str, DecimalSpec] | None = None) -> pa.Table:
     """The batch as an Arrow table: contract columns, then extras, then lineage."""
     import pyarrow as pa
 
+    decimals = decimals or {}
     present = {str(c): c for c in frame.columns}
     columns = {}
     for name in ordered_columns(contract, list(present)):
+        series = frame[present[name]] if name in present else None
         if name in stamps:
             columns[name] = pa.array([stamps[name]] * len(frame), pa.string())
+        elif name in decimals:
+            columns[name] = _decimal_column(series, decimals[name], len(frame))
         else:
-            series = frame[present[name]] if name in present else None
             columns[name] = _arrow_column(series, contract.get(name), len(frame))
     return pa.table(columns)
 
@@ -200,7 +219,7 @@ class ParquetSink(_StagedSink):
         import pyarrow.parquet as pq
 
         table = arrow_table(frame, self.context.contract.column_types(),
-                            lineage(batch, utc_now_iso()))
+                            lineage(batch, utc_now_iso()), decimal_specs(self.context.contract))
         compression = self.options.get("compression", "zstd")
         if self.options.get("partition_by"):
             pq.write_to_dataset(table, str(self.staging), partition_cols=list(self.options["partition_by"]),
@@ -223,7 +242,9 @@ class ParquetSink(_StagedSink):
 # CSV
 # ---------------------------------------------------------------------------------------------
 
-def _csv_cells(series: pd.Series, declared: str | None) -> list[Any]:
+def _csv_cells(series: pd.Series, declared: str | None, spec: DecimalSpec | None = None) -> list[Any]:
+    if spec is not None:  # the exact digits, at the declared scale
+        return [decimal_text(v) for v in decimal_cells(series, spec)]
     values = column_values(series, as_json=declared in NESTED_TYPES)
     if declared == "integer":  # pandas holds an integer column with a gap as float: 5.0 -> 5
         return [int(v) if isinstance(v, float) and v.is_integer() else v for v in values]
@@ -270,11 +291,12 @@ class CsvSink(_StagedSink):
 
     def _write_part(self, frame: pd.DataFrame, batch: BatchInfo) -> None:
         contract = self.context.contract.column_types()
+        decimals = decimal_specs(self.context.contract)
         stamps = lineage(batch, utc_now_iso())
         present = {str(c): c for c in frame.columns}
         header = ordered_columns(contract, list(present))
         cells = [[stamps[name]] * len(frame) if name in stamps else
-                 _csv_cells(frame[present[name]], contract.get(name)) if name in present else
+                 _csv_cells(frame[present[name]], contract.get(name), decimals.get(name)) if name in present else
                  [None] * len(frame) for name in header]
         part = self._part(batch.batch_id)
         temporary = part.with_name(part.name + ".tmp")

@@ -14,6 +14,10 @@ from etrmflow.sinks.common import (
     LINEAGE_COLUMNS,
     NESTED_TYPES,
     column_values,
+    decimal_cells,
+    decimal_specs,
+    decimal_text,
+    exact_float,
     is_missing,
     lineage,
     ordered_columns,
@@ -34,6 +38,16 @@ IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]*$"
 # double holds it exactly; otherwise the write fails rather than round (see exact_float).
 _SQL_TYPES = {"integer": "INTEGER", "number": "REAL", "boolean": "INTEGER", "string": "TEXT",
               "object": "TEXT", "array": "TEXT"}
+
+# A column the contract declares an exact decimal (x-etrmflow-decimal) is DECIMAL_TEXT(p,s):
+# the name contains TEXT and no INT, so SQLite gives it TEXT affinity and keeps '40.50' as
+# written. NUMERIC or DECIMAL(p,s) would have NUMERIC affinity, which turns well-formed numeric
+# text into REAL (a double: 1234567.89 would read back rounded in binary, and only 15 digits
+# of longer text survive). The precision and scale stay visible in PRAGMA table_info, and a
+# reader gets Decimals with sqlite3.register_converter("DECIMAL_TEXT", ...) and
+# detect_types=PARSE_DECLTYPES. Compare or sort such a column as numbers with CAST(x AS REAL)
+# or, exactly, in the reading program: as text '100.00' < '40.00'.
+_DECIMAL_TYPE = "DECIMAL_TEXT({precision},{scale})"
 
 
 def _q(name: str) -> str:
@@ -121,6 +135,7 @@ class SqliteSink(Sink):
         super().open(context)
         self.key = self._key()
         self._types = context.contract.column_types()
+        self._decimals = decimal_specs(context.contract)
         if self.mode == "upsert" and not self.key:
             raise SinkError(f"sqlite sink (table {self.table}): mode upsert needs a key, but contract "
                             f"'{context.contract.name}' has no primary_key and the sink has no "
@@ -214,9 +229,15 @@ class SqliteSink(Sink):
         """Column name -> SQL type for the contract, the frame's extras and lineage."""
         names = ordered_columns(self._types, [] if frame is None else [str(c) for c in frame.columns])
         present = {} if frame is None else {str(c): c for c in frame.columns}
-        return {c: _SQL_TYPES.get(self._types[c], "TEXT") if c in self._types else
+        return {c: self._declared_type(c) if c in self._types else
                 "TEXT" if c in LINEAGE_COLUMNS else _sql_type_of(frame[present[c]])
                 for c in names}
+
+    def _declared_type(self, column: str) -> str:
+        spec = self._decimals.get(column)
+        if spec is not None:
+            return _DECIMAL_TYPE.format(precision=spec.precision, scale=spec.scale)
+        return _SQL_TYPES.get(self._types[column], "TEXT")
 
     def _ensure_columns(self, frame: pd.DataFrame) -> None:
         wanted = self._wanted(frame)
@@ -275,12 +296,21 @@ class SqliteSink(Sink):
         for column in columns:
             if column in stamps:
                 cells.append([stamps[column]] * len(frame))
+            elif column in self._decimals and column in present:
+                cells.append(self._decimal_values(column, frame[present[column]]))
             elif column in present:
                 values = column_values(frame[present[column]], as_json=column in nested)
                 cells.append(self._as_declared(column, values))
             else:
                 cells.append([None] * len(frame))
         return zip(*cells)
+
+    def _decimal_values(self, column: str, series: pd.Series) -> list[Any]:
+        values = decimal_cells(series, self._decimals[column])
+        if "TEXT" in self._columns.get(column, "").upper():
+            return [decimal_text(v) for v in values]
+        # A table made before the column was declared decimal (REAL): the exact double, if any.
+        return [None if v is None else exact_float(v) for v in values]
 
     def _as_declared(self, column: str, values: list[Any]) -> list[Any]:
         # SQLite would turn a float into TEXT with 15 significant digits; repr keeps them all.

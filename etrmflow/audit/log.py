@@ -1,0 +1,129 @@
+"""Appending to the audit log: one locked, fsynced write per page, chained to the last entry.
+
+Single writer per append: an exclusive ``flock`` on the log file is held while the tail is read
+and the new entries are written, so two etrmflow processes sharing a target folder still produce
+one chain. (Where ``fcntl`` is missing, e.g. Windows, one writer per target folder is assumed.)
+Within a process, a pipeline's worker thread is the only caller, so the event loop never waits
+on an fsync.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+
+from etrmflow.audit.chain import GENESIS, encode, seal, sha256_hex
+from etrmflow.clock import utc_timestamp
+from etrmflow.errors import EtrmflowError
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX
+    fcntl = None  # type: ignore[assignment]
+
+Event = tuple[str, dict[str, Any]]
+"""An event name and its fields."""
+_CHUNK = 8192
+
+
+class AuditError(EtrmflowError):
+    """The audit log cannot be appended to: the run stops rather than go on without evidence."""
+
+
+class AuditLog:
+    """The append-only, hash-chained audit log of a project (``target/audit/audit.jsonl``)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def append(self, *, run_id: str, pipeline: str, events: Sequence[Event]) -> list[dict[str, Any]]:
+        """Chain ``events`` to the last entry and write them durably; returns the written entries."""
+        try:
+            return self._append(run_id, pipeline, events)
+        except OSError as exc:
+            raise AuditError(f"cannot append to the audit log {self.path}: {exc}") from exc
+
+    def _append(self, run_id: str, pipeline: str, events: Sequence[Event]) -> list[dict[str, Any]]:
+        created = not self.path.exists()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a+b") as handle, _locked(handle):
+            seq, prev, recovered = _tail(handle, self.path)
+            pending = ([("log_recovered", recovered)] if recovered else []) + list(events)
+            entries = []
+            for name, fields in pending:
+                seq += 1
+                entries.append(seal(seq=seq, ts=utc_timestamp(), run_id=run_id, pipeline=pipeline,
+                                    event=name, fields=fields, prev=prev))
+                prev = entries[-1]["hash"]
+            handle.write(b"".join(encode(entry) for entry in entries))
+            handle.flush()
+            os.fsync(handle.fileno())
+        if created:
+            _fsync_directory(self.path.parent)
+        return entries
+
+
+@contextlib.contextmanager
+def _locked(handle: IO[bytes]) -> Iterator[None]:
+    if fcntl is None:  # pragma: no cover
+        yield
+        return
+    fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+    try:
+        yield
+    finally:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _tail(handle: IO[bytes], path: Path) -> tuple[int, str, dict[str, Any] | None]:
+    """The last entry's seq and hash; a torn last line (a crash mid-append) is cut off and reported.
+
+    The torn bytes were never a complete entry (the append that wrote them did not return), so
+    they are removed, and the next entry, ``log_recovered``, records their size and hash.
+    """
+    size = handle.seek(0, os.SEEK_END)
+    if size == 0:
+        return 0, GENESIS, None
+    end, text = _last_line(handle, size)
+    recovered = None
+    if not text.endswith(b"\n"):
+        os.ftruncate(handle.fileno(), end)
+        recovered = {"dropped_bytes": len(text), "dropped_sha256": sha256_hex(text)}
+        if end == 0:
+            return 0, GENESIS, recovered
+        _, text = _last_line(handle, end)
+    try:
+        last = orjson.loads(text)
+        return int(last["seq"]), str(last["hash"]), recovered
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        raise AuditError(f"the last entry of the audit log {path} is unreadable, so nothing can be chained "
+                         f"to it; run `etrmflow audit verify --log {path}`") from None
+
+
+def _last_line(handle: IO[bytes], size: int) -> tuple[int, bytes]:
+    """(offset where the last line starts, the last line) of the first ``size`` bytes."""
+    start, data = size, b""
+    while start > 0:
+        step = min(_CHUNK, start)
+        start -= step
+        handle.seek(start)
+        data = handle.read(step) + data
+        cut = data.rfind(b"\n", 0, len(data) - 1)
+        if cut >= 0:
+            return start + cut + 1, data[cut + 1:]
+    return 0, data
+
+
+def _fsync_directory(folder: Path) -> None:
+    """Make the new file's directory entry durable too (POSIX; a no-op where unsupported)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

@@ -1,0 +1,153 @@
+"""Checking the audit log: every entry matches its hash and chains to the one before it.
+
+What a broken chain means, line by line: an entry whose content does not match its ``hash`` was
+edited; a gap in ``seq`` is a deletion; an entry that the next one skips over (its ``prev`` points
+further back) was inserted; entries that chain correctly once sorted by ``seq`` were reordered; an
+incomplete last line is an append cut short (a crash), not tampering, and is reported as such.
+A chain alone cannot tell that the newest entries were removed from the end: compare the last
+hash with one kept elsewhere for that.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from etrmflow.audit.chain import GENESIS, entry_hash
+
+_REQUIRED = {"seq": int, "ts": str, "run_id": str, "pipeline": str, "event": str, "prev": str, "hash": str}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Problem:
+    """One thing wrong with the log, at a line (1-based) and, when readable, the entry's seq."""
+
+    line: int
+    seq: int | None
+    kind: str
+    """``edited``, ``deleted``, ``inserted``, ``reordered``, ``broken``, ``malformed`` or ``truncated``."""
+    message: str
+
+    def __str__(self) -> str:
+        where = f"line {self.line}" + (f" (seq {self.seq})" if self.seq is not None else "")
+        return f"{where}: {self.kind}: {self.message}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Row:
+    line: int
+    entry: dict[str, Any]
+
+    @property
+    def seq(self) -> int:
+        return int(self.entry["seq"])
+
+    @property
+    def where(self) -> str:
+        return f"line {self.line} (seq {self.seq})"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Verdict:
+    """The result of checking one log file."""
+
+    path: Path
+    entries: tuple[dict[str, Any], ...]
+    problems: tuple[Problem, ...]
+
+    @property
+    def intact(self) -> bool:
+        return not self.problems
+
+
+def verify(path: Path) -> Verdict:
+    """Check the whole chain of ``path``; OSError if it cannot be read."""
+    rows, problems = parse(path.read_bytes())
+    problems += [Problem(line=r.line, seq=r.seq, kind="edited", message="the entry does not match its hash: "
+                         "it was changed after it was written") for r in rows if entry_hash(r.entry) != r.entry["hash"]]
+    problems += _chain(rows)
+    return Verdict(path=path, entries=tuple(r.entry for r in rows),
+                   problems=tuple(sorted(problems, key=lambda p: p.line)))
+
+
+def parse(data: bytes) -> tuple[list[Row], list[Problem]]:
+    """Every well-formed entry with its line number, and a problem for every other line."""
+    lines = data.split(b"\n")
+    torn = not data.endswith(b"\n") and data != b""
+    lines = lines if torn else lines[:-1]
+    rows: list[Row] = []
+    problems: list[Problem] = []
+    for number, raw in enumerate(lines, 1):
+        if torn and number == len(lines):
+            problems.append(Problem(line=number, seq=None, kind="truncated", message=(
+                f"the last line is incomplete ({len(raw)} bytes, no line end): an append was cut short, "
+                f"e.g. by a crash; the next run drops it and records a log_recovered entry")))
+        elif (entry := _entry(raw)) is None:
+            problems.append(Problem(line=number, seq=None, kind="malformed",
+                                    message="not an audit entry (not JSON, or envelope keys missing)"))
+        else:
+            rows.append(Row(line=number, entry=entry))
+    return rows, problems
+
+
+def _entry(raw: bytes) -> dict[str, Any] | None:
+    try:
+        entry = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(entry, dict):
+        return None
+    ok = all(isinstance(entry.get(k), t) and not isinstance(entry.get(k), bool) for k, t in _REQUIRED.items())
+    return entry if ok else None
+
+
+def _chain(rows: list[Row]) -> list[Problem]:
+    reordered = _reordering(rows)
+    if reordered:
+        return reordered
+    position = {row.entry["hash"]: index for index, row in enumerate(rows)}
+    problems: list[Problem] = []
+    prev_hash, prev_seq = GENESIS, 0
+    for index, row in enumerate(rows):
+        if row.entry["prev"] != prev_hash or row.seq != prev_seq + 1:
+            problems.append(_diagnose(rows, index, position, prev_seq))
+        prev_hash, prev_seq = row.entry["hash"], row.seq
+    return problems
+
+
+def _diagnose(rows: list[Row], index: int, position: dict[str, int], prev_seq: int) -> Problem:
+    row = rows[index]
+    target = position.get(row.entry["prev"])
+    before = rows[index - 1].where if index else "the start of the log"
+    if target is not None and target < index - 1:
+        inserted = rows[target + 1]
+        return Problem(line=inserted.line, seq=inserted.seq, kind="inserted", message=(
+            f"not part of the chain: {row.where} chains to {rows[target].where}, skipping "
+            f"{index - 1 - target} entr{'y' if index - 1 - target == 1 else 'ies'} from here on"))
+    if target is not None and target > index:
+        return Problem(line=row.line, seq=row.seq, kind="reordered", message=(
+            f"chains to {rows[target].where}, which comes after it"))
+    if row.seq > prev_seq + 1:
+        gap = f"seq {prev_seq + 1}" if row.seq == prev_seq + 2 else f"seq {prev_seq + 1} to {row.seq - 1}"
+        return Problem(line=row.line, seq=row.seq, kind="deleted", message=f"{gap} missing after {before}")
+    return Problem(line=row.line, seq=row.seq, kind="broken", message=(
+        f"prev does not match the hash of {before}: an entry before it was changed and re-hashed, "
+        f"or this one was forged"))
+
+
+def _reordering(rows: list[Row]) -> list[Problem]:
+    """Problems for entries out of place, if sorting by seq gives a perfect chain; else none."""
+    ordered = sorted(rows, key=lambda r: r.seq)
+    if ordered == rows:
+        return []
+    prev_hash = GENESIS
+    for expected, row in enumerate(ordered, 1):
+        if row.seq != expected or row.entry["prev"] != prev_hash:
+            return []
+        prev_hash = row.entry["hash"]
+    return [Problem(line=row.line, seq=row.seq, kind="reordered", message=(
+                f"belongs at line {rows[ordered.index(row)].line}: entries were moved (each is intact)"))
+            for index, row in enumerate(rows) if ordered[index] is not row]

@@ -1,0 +1,218 @@
+"""The audit trail: a real run writes a hash chain that ties every page to its lineage, and
+`etrmflow audit verify` finds every kind of tampering, at the right line."""
+
+from __future__ import annotations
+
+import hashlib
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from etrmflow.audit import GENESIS, AuditLog, canonical, entry_hash, verify
+from etrmflow.testing import EtrmflowProject, SandboxFactory, sandbox_connector
+
+REPO = Path(__file__).resolve().parents[1]
+LOG = "target/audit/audit.jsonl"
+CANARY = "canary-audit-5e0b7d1c9a"
+QUERY_KEY = "{type: api_key, in: query, name: api_key, value: \"{{ secret('SANDBOX_KEY') }}\"}"
+
+
+def read_log(path: Path) -> list[dict[str, Any]]:
+    return [orjson.loads(line) for line in path.read_bytes().splitlines()]
+
+
+def run_project(project: EtrmflowProject, vendor: Any) -> EtrmflowProject:
+    project.write({"connectors/vendor.yml": sandbox_connector(page_size=10, auth=QUERY_KEY),
+                   "pipelines/trades.yml": "name: trades\nsource: {connector: vendor, stream: trades}\n"
+                                           "contract: trade\n"})
+    project.copy_from(REPO, "contracts")
+    project.env.update(SANDBOX_URL=vendor.base_url, SANDBOX_KEY=CANARY)
+    return project
+
+
+def test_a_run_chains_every_page_to_its_dead_letters_and_rows(etrmflow_project: EtrmflowProject,
+                                                              sandbox_vendor_factory: SandboxFactory) -> None:
+    project = run_project(etrmflow_project, sandbox_vendor_factory(trades=25, api_key=CANARY))
+
+    result = project.run("run", "pipelines/trades.yml")
+
+    assert result.exit_code == 0, result.output
+    entries = read_log(project.path(LOG))
+    run_id = project.run_results()["run_id"]
+    assert [e["seq"] for e in entries] == list(range(1, len(entries) + 1))
+    assert entries[0]["prev"] == GENESIS
+    assert all(e["prev"] == before["hash"] for before, e in zip(entries, entries[1:]))
+    assert all(e["hash"] == entry_hash(e) for e in entries)
+    assert {(e["run_id"], e["pipeline"]) for e in entries} == {(run_id, "trades")}
+    pages = [e for e in entries if e["event"] == "page_fetched"]
+    assert [e["event"] for e in entries] == [
+        "run_started",
+        "page_fetched", "batch_validated", "batch_written",
+        "page_fetched", "batch_validated", "batch_quarantined", "batch_written",
+        "page_fetched", "batch_validated", "batch_written",
+        "run_finished"]
+    assert [(p["page"], p["records"], p["status"], p["method"]) for p in pages] == [
+        (0, 10, 200, "GET"), (1, 10, 200, "GET"), (2, 5, 200, "GET")]
+    assert all(p["url"].startswith(f"{project.env['SANDBOX_URL']}/api/v2/trades?") and "api_key=***" in p["url"]
+               for p in pages)
+    assert CANARY.encode() not in project.path(LOG).read_bytes()
+    # The lineage: the same page hashes are in the dead letters and in the SQLite rows.
+    body = [p["body_sha256"] for p in pages]
+    letters = project.dead_letters("trades")
+    assert {letter["page_sha256"] for letter in letters} == {body[1]}
+    assert {row[0] for row in project.query("SELECT DISTINCT _etrmflow_page_sha256 FROM trades")} == set(body)
+    validated = [e for e in entries if e["event"] == "batch_validated"]
+    assert {row[0] for row in project.query("SELECT DISTINCT _etrmflow_batch_id FROM trades")} == {
+        e["batch_id"] for e in validated}
+    assert [(e["valid"], e["quarantined"]) for e in validated] == [(10, 0), (9, 1), (5, 0)]
+    quarantined = next(e for e in entries if e["event"] == "batch_quarantined")
+    assert (quarantined["batch_id"], quarantined["quarantined"], quarantined["new"]) == (
+        validated[1]["batch_id"], 1, 1)
+    assert quarantined["dead_letter"] == project.pipeline_result()["dead_letter"]
+    assert [e["rows"] for e in entries if e["event"] == "batch_written"] == [10, 9, 5]
+    finished = entries[-1]
+    assert (finished["status"], finished["counts"]["fetched"], finished["counts"]["quarantined"],
+            finished["counts"]["written"]) == ("success", 25, 1, 24)
+    verified = project.run("audit", "verify")
+    assert (verified.exit_code, verified.stdout) == (
+        0, f"target/audit/audit.jsonl: intact: 12 entries, last seq 12, last hash {finished['hash']}\n")
+
+
+def test_page_hashes_are_those_of_the_body_and_the_canonical_records(etrmflow_project: EtrmflowProject,
+                                                                     sandbox_vendor_factory: SandboxFactory) -> None:
+    vendor = sandbox_vendor_factory(trades=8, api_key=CANARY)
+    project = run_project(etrmflow_project, vendor)
+    with urllib.request.urlopen(f"{vendor.base_url}/api/v2/trades?limit=10&api_key={CANARY}") as response:
+        body = response.read()
+
+    first, second = project.run("run", "pipelines/trades.yml"), project.run("run", "pipelines/trades.yml")
+
+    assert (first.exit_code, second.exit_code) == (0, 0), second.output
+    entries = read_log(project.path(LOG))
+    pages = [e for e in entries if e["event"] == "page_fetched"]
+    records = orjson.loads(body)["trades"]
+    assert [(p["body_sha256"], p["records_sha256"], p["byte_count"], p["records"]) for p in pages] == 2 * [
+        (hashlib.sha256(body).hexdigest(), hashlib.sha256(orjson.dumps(records, option=orjson.OPT_SORT_KEYS))
+         .hexdigest(), len(body), 8)]
+    # The second run continues the chain of the first.
+    starts = [index for index, e in enumerate(entries) if e["event"] == "run_started"]
+    assert len(starts) == 2 and entries[starts[1]]["prev"] == entries[starts[1] - 1]["hash"]
+    assert [e["seq"] for e in entries] == list(range(1, len(entries) + 1))
+    shown = project.run("audit", "show", "--run", project.run_results()["run_id"], "--format", "json")
+    assert [orjson.loads(line) for line in shown.stdout.splitlines()] == entries[starts[1]:]
+    assert project.run("audit", "verify").exit_code == 0
+
+
+# --- tampering ------------------------------------------------------------------------------
+
+def write_log(path: Path) -> list[bytes]:
+    """Six genuine entries, as the engine writes them; returns their lines."""
+    log = AuditLog(path)
+    log.append(run_id="r1", pipeline="trades", events=[("run_started", {"resumed_from_page": None})])
+    log.append(run_id="r1", pipeline="trades", events=[
+        ("page_fetched", {"page": 0, "body_sha256": "a" * 64}),
+        ("batch_validated", {"batch_id": "b0", "valid": 10, "quarantined": 0}),
+        ("batch_written", {"batch_id": "b0", "sink": "sqlite", "rows": 10})])
+    log.append(run_id="r1", pipeline="trades", events=[("page_fetched", {"page": 1, "body_sha256": "b" * 64})])
+    log.append(run_id="r1", pipeline="trades", events=[("run_finished", {"status": "success"})])
+    return path.read_bytes().splitlines(keepends=True)
+
+
+def forged(after: bytes, **fields: Any) -> bytes:
+    before = orjson.loads(after)
+    entry = {"seq": before["seq"] + 1, "ts": before["ts"], "run_id": "r1", "pipeline": "trades",
+             "event": "batch_written", **fields, "prev": before["hash"]}
+    entry["hash"] = hashlib.sha256(canonical(entry)).hexdigest()
+    return orjson.dumps(entry) + b"\n"
+
+
+def tamper(lines: list[bytes], how: str) -> list[bytes]:
+    changed = list(lines)
+    if how == "edit":
+        changed[3] = changed[3].replace(b'"rows":10', b'"rows":11')
+    elif how == "delete":
+        del changed[2]
+    elif how == "insert":
+        changed.insert(3, forged(lines[2], batch_id="b0", sink="sqlite", rows=99))
+    elif how == "swap":
+        changed[1], changed[2] = changed[2], changed[1]
+    return changed
+
+
+TAMPERING = {
+    "edit": "  line 4 (seq 4): edited: the entry does not match its hash: it was changed after it was written\n",
+    "delete": "  line 3 (seq 4): deleted: seq 3 missing after line 2 (seq 2)\n",
+    "insert": "  line 4 (seq 4): inserted: not part of the chain: line 5 (seq 4) chains to line 3 (seq 3), "
+              "skipping 1 entry from here on\n",
+    "swap": "  line 2 (seq 3): reordered: belongs at line 3: entries were moved (each is intact)\n"
+            "  line 3 (seq 2): reordered: belongs at line 2: entries were moved (each is intact)\n",
+}
+
+
+@pytest.mark.parametrize("how", sorted(TAMPERING))
+def test_verify_names_the_line_that_was_tampered_with(how: str, etrmflow_project: EtrmflowProject) -> None:
+    path = etrmflow_project.path(LOG)
+    lines = tamper(write_log(path), how)
+    path.write_bytes(b"".join(lines))
+
+    result = etrmflow_project.run("audit", "verify", "--log", str(path))
+
+    problems = TAMPERING[how].count("\n")
+    entries = len(lines)
+    assert (result.exit_code, result.stdout) == (
+        1, f"{path}: NOT intact: {problems} problem(s) in {entries} readable entries\n{TAMPERING[how]}")
+
+
+def test_the_untouched_log_verifies(etrmflow_project: EtrmflowProject) -> None:
+    path = etrmflow_project.path(LOG)
+    write_log(path)
+
+    result = etrmflow_project.run("audit", "verify", "--log", str(path))
+
+    last = read_log(path)[-1]
+    assert (result.exit_code, result.stdout) == (
+        0, f"{path}: intact: 6 entries, last seq 6, last hash {last['hash']}\n")
+
+
+def test_a_torn_last_line_is_reported_as_a_crash_and_recovered_by_the_next_append(
+        etrmflow_project: EtrmflowProject) -> None:
+    path = etrmflow_project.path(LOG)
+    lines = write_log(path)
+    torn = lines[5][:40]
+    path.write_bytes(b"".join(lines[:5]) + torn)
+
+    result = etrmflow_project.run("audit", "verify", "--log", str(path))
+    AuditLog(path).append(run_id="r2", pipeline="trades", events=[("run_started", {"resumed_from_page": None})])
+
+    assert (result.exit_code, result.stdout) == (
+        1, f"{path}: NOT intact: 1 problem(s) in 5 readable entries\n"
+           f"  line 6: truncated: the last line is incomplete (40 bytes, no line end): an append was cut short, "
+           f"e.g. by a crash; the next run drops it and records a log_recovered entry\n")
+    recovered = read_log(path)
+    assert [(e["seq"], e["event"]) for e in recovered[4:]] == [(5, "page_fetched"), (6, "log_recovered"),
+                                                              (7, "run_started")]
+    assert (recovered[5]["dropped_bytes"], recovered[5]["dropped_sha256"]) == (
+        40, hashlib.sha256(torn).hexdigest())
+    assert verify(path).intact
+
+
+def test_a_missing_log_exits_2(etrmflow_project: EtrmflowProject) -> None:
+    result = etrmflow_project.run("audit", "verify")
+
+    assert (result.exit_code, result.stdout) == (2, "")
+    assert result.stderr == ("Error: cannot read the audit log target/audit/audit.jsonl: "
+                             "No such file or directory\n")
+
+
+def test_a_garbled_middle_line_is_malformed(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    lines = write_log(path)
+    path.write_bytes(b"".join(lines[:2]) + b"{not json\n" + b"".join(lines[3:]))
+
+    problems = [str(p) for p in verify(path).problems]
+
+    assert problems == ["line 3: malformed: not an audit entry (not JSON, or envelope keys missing)",
+                        "line 4 (seq 4): deleted: seq 3 missing after line 2 (seq 2)"]
