@@ -29,7 +29,11 @@ import jsonschema
 import yaml
 
 from etrmflow.builtins.formats import FORMAT_CHECKERS
-from etrmflow.builtins.validators import JsonSchemaValidator, RulesValidator, build_format_checker
+from etrmflow.builtins.validators import (
+    JsonSchemaValidator,
+    RulesValidator,
+    build_format_checker,
+)
 from etrmflow.components import ContractInfo, ValidationContext, Validator
 from etrmflow.sandbox import is_invalid_trade, trade
 

@@ -63,12 +63,34 @@ class PipelineResult:
     drift: dict[str, int] = field(default_factory=dict)
     """Schema drift: fields the contract schema does not declare, with how many records had them
     (valid or not), over the pages this run processed."""
+    timings: dict[str, float] = field(default_factory=dict)
+    """Seconds spent per stage (fetch, validate, quarantine, transform, write, checkpoint),
+    rounded to the millisecond. ``fetch`` is the time spent waiting for the next page."""
 
     def as_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["status"] = str(self.status)
         data["counts"]["invalid_ratio"] = round(self.counts.invalid_ratio, 6)
         return data
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Progress:
+    """A snapshot of one running pipeline, handed to ``RunOptions.on_progress`` after each page."""
+
+    pipeline: str
+    pages: int
+    records: int
+    quarantined: int
+    retries: int
+    open_breakers: int
+    """Endpoints whose circuit breaker is open right now (shared by the connector's pipelines)."""
+    elapsed_s: float
+    done: bool = False
+
+    @property
+    def records_per_s(self) -> float:
+        return self.records / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
 
 @dataclass(slots=True)

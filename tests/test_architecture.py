@@ -39,6 +39,7 @@ FORBIDDEN = [
     (("sandbox",), ("etrmflow.cli", "etrmflow.config", "etrmflow.engine")),
     (("dlq",), ("etrmflow.cli", "etrmflow.config")),
     (("audit",), ("etrmflow.engine", "etrmflow.config", "etrmflow.cli", "etrmflow.compile")),
+    (("lineage",), ("etrmflow.cli", "etrmflow.config", "etrmflow.engine")),
 ]
 LEAVES = ["errors", "plan", "results", "clock", "durations", "jsonpath", "templating", "windows"]
 

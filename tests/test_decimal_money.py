@@ -20,13 +20,25 @@ from hypothesis import strategies as st
 
 from etrmflow.builtins.formats import FORMAT_CHECKERS
 from etrmflow.builtins.validators import JsonSchemaValidator
-from etrmflow.components import BatchInfo, ContractInfo, SinkContext, ValidationContext, Violation
+from etrmflow.components import (
+    BatchInfo,
+    ContractInfo,
+    SinkContext,
+    ValidationContext,
+    Violation,
+)
 from etrmflow.errors import SinkError
 from etrmflow.sandbox.data import is_invalid_trade, trade
 from etrmflow.sinks import CsvSink, ParquetSink, SqliteSink
 from etrmflow.testing import EtrmflowProject, SandboxFactory, sandbox_connector
 from etrmflow.validation.decimal_fields import DecimalFields
-from etrmflow.validation.decimals import DecimalSpec, decimal_problem, parse_spec, spec_problem, to_decimal
+from etrmflow.validation.decimals import (
+    DecimalSpec,
+    decimal_problem,
+    parse_spec,
+    spec_problem,
+    to_decimal,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 CENTS = DecimalSpec(scale=2, precision=18)
@@ -66,13 +78,13 @@ def test_seventeen_digits_do_not_survive_a_float_and_are_refused() -> None:
     (40.455, "40.455 has more than 2 decimal places (x-etrmflow-decimal scale 2)"),
     (1e-05, "1e-05 has more than 2 decimal places (x-etrmflow-decimal scale 2)"),
     (Decimal("0.001"), "Decimal('0.001') has more than 2 decimal places (x-etrmflow-decimal scale 2)"),
-    (1e16, "1e+16 has more than 16 digits before the decimal point (x-etrmflow-decimal precision 18, "
-           "scale 2)"),
-    (10 ** 16, "10000000000000000 has more than 16 digits before the decimal point (x-etrmflow-decimal "
-               "precision 18, scale 2)"),
+    (1e16, ("1e+16 has more than 16 digits before the decimal point (x-etrmflow-decimal precision 18, "
+           "scale 2)")),
+    (10 ** 16, ("10000000000000000 has more than 16 digits before the decimal point (x-etrmflow-decimal "
+               "precision 18, scale 2)")),
     (123456789012.345, "123456789012.345 has more than 2 decimal places (x-etrmflow-decimal scale 2)"),
-    (12345678901234.567, "12345678901234.566 has 17 significant digits; a JSON number with more than 15 "
-                         "cannot be read exactly"),
+    (12345678901234.567, ("12345678901234.566 has 17 significant digits; a JSON number with more than 15 "
+                         "cannot be read exactly")),
     (float("inf"), "inf is not a finite number"),
 ])
 def test_decimal_problems_are_named_exactly(value: Any, problem: str | None) -> None:

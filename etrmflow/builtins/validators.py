@@ -12,7 +12,7 @@ language's closures for the rules. The two give the same verdicts and violations
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar
@@ -20,8 +20,8 @@ from typing import Any, ClassVar
 import jsonschema
 
 from etrmflow import hookimpl
-from etrmflow.components import ValidationContext, Validator, Violation
 from etrmflow.builtins.formats import FORMAT_CHECKERS
+from etrmflow.components import ValidationContext, Validator, Violation
 from etrmflow.energy import parse_datetime_with_offset
 from etrmflow.expr import Expression, ExpressionError, NotApplicable, compile_expression
 from etrmflow.validation.accelerators import accelerators_for
@@ -32,6 +32,10 @@ from etrmflow.validation.verdicts import all_valid
 MAX_MESSAGE_LENGTH = 300
 _SHARED_VIOLATIONS = 10_000
 _NO_OPTIONS: dict[str, Any] = {"type": "object", "additionalProperties": False, "properties": {}}
+
+
+__all__ = ["CompiledRule", "JsonSchemaValidator", "RulesValidator", "build_format_checker", "compile_rule",
+           "json_pointer", "truncate"]
 
 
 def truncate(message: str, limit: int = MAX_MESSAGE_LENGTH) -> str:
@@ -89,9 +93,10 @@ class JsonSchemaValidator(Validator):
         pointer then keyword, without repeats."""
         return self._as_violations(self._batch.reference_violations(record))
 
-    def _as_violations(self, found: Iterable[tuple[str, str, str]]) -> list[Violation]:
-        unique = {(pointer, keyword, truncate(message)) for pointer, keyword, message in found}
-        return [self._violation(triple) for triple in sorted(unique)]
+    def _as_violations(self, found: Sequence[tuple[str, str, str]]) -> list[Violation]:
+        """``found`` is sorted and without repeats; truncating long messages may make some."""
+        triples = [(pointer, keyword, truncate(message)) for pointer, keyword, message in found]
+        return [self._violation(triple) for triple in (sorted(set(triples)) if len(triples) > 1 else triples)]
 
     def _violation(self, triple: tuple[str, str, str]) -> Violation:
         # Violations are immutable: records that fail alike share one (a missing price, say).

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 from pathlib import Path
 
 import click
 
 from etrmflow.cli.main import State, cli, parse_vars, registry, write_json
+from etrmflow.cli.progress import choose_display, showing
 from etrmflow.cli.summary import describe_plan, describe_results, plugin_rows
 from etrmflow.compile import compile_plan
 from etrmflow.config.check import did_you_mean
@@ -143,10 +145,14 @@ def compile_command(state: State, pipelines: tuple[Path, ...], vars_text: str | 
               help="Continue each pipeline's failed or killed run from its checkpoint: fetch only what is missing.")
 @click.option("--dry-run", is_flag=True,
               help="Show each pipeline's first request, secrets masked; send nothing.")
+@click.option("--threads", default=1, show_default=True, type=click.IntRange(min=1), metavar="N",
+              help="Run up to N pipelines at the same time.")
+@click.option("--progress-interval", default=10.0, show_default=True, type=click.FloatRange(min=0),
+              metavar="SECONDS", help="Off a terminal, log a progress line per pipeline this often; 0: no progress.")
 @_select
 @click.pass_obj
 def run(state: State, pipelines: tuple[Path, ...], vars_text: str | None, target_dir: Path | None,
-        resume: bool, dry_run: bool, selectors: tuple[str, ...]) -> int:
+        resume: bool, dry_run: bool, threads: int, progress_interval: float, selectors: tuple[str, ...]) -> int:
     """Fetch, validate, transform and load. Writes target/plan.json and target/run_results.json."""
     from etrmflow.engine.runner import RunOptions, run_plan
     from etrmflow.secrets import SecretStore
@@ -159,7 +165,10 @@ def run(state: State, pipelines: tuple[Path, ...], vars_text: str | None, target
 
         click.echo(asyncio.run(describe_first_requests(plan, project.registry, secrets)))
         return ExitCode.OK
-    results = asyncio.run(run_plan(plan, project.registry, RunOptions(secrets=secrets, run_id=state.run_id, resume=resume)))
+    display = choose_display(sys.stderr, os.environ, state.log_format, progress_interval)
+    options = RunOptions(secrets=secrets, run_id=state.run_id, resume=resume, threads=threads, on_progress=display)
+    with showing(display):
+        results = asyncio.run(run_plan(plan, project.registry, options))
     results.exit_code = max((result.exit_code or ExitCode.RUN_FAILED for result in results.pipelines
                              if result.status is Status.FAILED), default=int(ExitCode.OK))
     write_json(project.target_dir / "run_results.json", results.as_dict())

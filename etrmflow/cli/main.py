@@ -156,3 +156,4 @@ from etrmflow.cli import schema_command  # noqa: E402,F401  (registers `etrmflow
 from etrmflow.cli import audit_command  # noqa: E402,F401  (registers `etrmflow audit`)
 from etrmflow.cli import init_command  # noqa: E402,F401  (registers `etrmflow init`)
 from etrmflow.cli import debug_command  # noqa: E402,F401  (registers `etrmflow debug`)
+from etrmflow.cli import lineage_command  # noqa: E402,F401  (registers `etrmflow lineage`)

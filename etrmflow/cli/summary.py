@@ -82,6 +82,11 @@ def drift_text(drift: dict[str, int]) -> str:
     return ", ".join(f"{name} ({count})" for name, count in sorted(drift.items(), key=lambda i: (-i[1], i[0])))
 
 
+def timings_text(timings: dict[str, float]) -> str:
+    """``fetch 1.23s, validate 0.40s, ...`` in stage order."""
+    return ", ".join(f"{stage} {seconds:.2f}s" for stage, seconds in timings.items())
+
+
 def describe_results(results: RunResults) -> str:
     lines = []
     for result in results.pipelines:
@@ -94,6 +99,8 @@ def describe_results(results: RunResults) -> str:
                      f"in {result.duration_s:.2f}s")
         for sink, rows in result.sinks.items():
             lines.append(f"       {sink}: {rows} rows")
+        if result.timings:
+            lines.append(f"       timings: {timings_text(result.timings)}")
         if counts.quarantined:
             lines.append(f"       dead letters: {result.dead_letter} ({counts.dead_letters_new} new)")
         if result.drift:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -74,6 +75,8 @@ class PageProcessor:
         self.columns = list((plan.contract.schema.get("properties") or {}).keys())
         self.drift = DriftCounter(plan.contract.schema)
         self.decimals = DecimalFields(plan.contract.schema)
+        self.timings: dict[str, float] = {}
+        """Seconds per stage, summed over the pages processed so far."""
 
     def open(self) -> None:
         self.dead_letter.open(self.context)
@@ -91,13 +94,17 @@ class PageProcessor:
             raise SinkError("closing sinks failed: " + "; ".join(errors))
 
     def process(self, page: Page) -> PageOutcome:
+        began = time.perf_counter()
         verdicts = self.validate(page.records)
+        self._lap("validate", began)
         batch = BatchInfo(run_id=self.run_id, batch_id=batch_id(self.plan, self.vars, page),
                           page_sha256=page.sha256, pipeline=self.plan.name)
         valid = [record for record, found in zip(page.records, verdicts) if not found]
         letters = [self._letter(page, batch, record, found)
                    for record, found in zip(page.records, verdicts) if found]
+        began = time.perf_counter()
         new_letters = self.dead_letter.write(letters) if letters else 0
+        self._lap("quarantine", began)
         if letters and self.plan.on_invalid.action == "fail":
             first = letters[0]
             reasons = "; ".join(f"{v.pointer or '/'} {v.keyword}: {v.message}" for v in first.violations[:3])
@@ -116,6 +123,7 @@ class PageProcessor:
 
     def write(self, records: list[Any], batch: BatchInfo) -> dict[str, int]:
         # Declared money becomes Decimal here, after validation and before any transform.
+        began = time.perf_counter()
         frame = pd.DataFrame.from_records(self.decimals.convert(records))
         ordered = [c for c in self.columns if c in frame.columns] + [c for c in frame.columns if c not in self.columns]
         frame = frame[ordered]
@@ -125,7 +133,16 @@ class PageProcessor:
             except Exception as exc:
                 raise TransformError(f"transforms[{index}] ({step.type_name}) failed on batch "
                                      f"{batch.batch_id}: {type(exc).__name__}: {exc}") from exc
-        return {sink.describe(): sink.write(frame, batch) for sink in self.sinks}
+        began = self._lap("transform", began)
+        written = {sink.describe(): sink.write(frame, batch) for sink in self.sinks}
+        self._lap("write", began)
+        return written
+
+    def _lap(self, stage: str, began: float) -> float:
+        """Add the seconds since ``began`` to the stage; the end is the next stage's start."""
+        now = time.perf_counter()
+        self.timings[stage] = self.timings.get(stage, 0.0) + now - began
+        return now
 
     def _letter(self, page: Page, batch: BatchInfo, record: Any, found: list[Violation]) -> DeadLetter:
         contract = self.plan.contract

@@ -10,6 +10,7 @@ import functools
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +29,7 @@ from etrmflow.engine.resume import Committer, finish_checkpoint, starting_point
 from etrmflow.errors import EtrmflowError, ExitCode, RunFailed
 from etrmflow.plan import PipelinePlan, Plan
 from etrmflow.plugins import Registry
-from etrmflow.results import PipelineResult, RunResults, Status
+from etrmflow.results import PipelineResult, Progress, RunResults, Status
 from etrmflow.secrets import SecretStore, redact
 
 log = logging.getLogger("etrmflow.run")
@@ -47,6 +48,10 @@ class RunOptions:
     breakers: dict[str, BreakerBoard] = field(default_factory=dict)
     """Per connector, shared by every pipeline of the run: a vendor's quota and its endpoints'
     health do not reset because the next pipeline starts."""
+    threads: int = 1
+    """Pipelines run at the same time (each keeps its own worker thread)."""
+    on_progress: Callable[[Progress], None] | None = None
+    """Called on the event loop after each page and once when a pipeline ends; must be quick."""
 
 
 def new_results(run_id: str) -> RunResults:
@@ -54,10 +59,20 @@ def new_results(run_id: str) -> RunResults:
 
 
 async def run_plan(plan: Plan, registry: Registry, options: RunOptions) -> RunResults:
-    """Run every pipeline of the plan, one after another; never raises for a failed pipeline."""
+    """Run the plan's pipelines, up to ``options.threads`` at a time; results keep the plan's
+    order. Never raises for a failed pipeline."""
     results = new_results(options.run_id)
-    for pipeline in plan.pipelines:
-        results.pipelines.append(await run_pipeline(plan, pipeline, registry, options))
+    if options.threads <= 1:  # strictly one after another: a later pipeline sees the breakers as left
+        for pipeline in plan.pipelines:
+            results.pipelines.append(await run_pipeline(plan, pipeline, registry, options))
+    else:
+        slots = asyncio.Semaphore(options.threads)
+
+        async def limited(pipeline: PipelinePlan) -> PipelineResult:
+            async with slots:
+                return await run_pipeline(plan, pipeline, registry, options)
+
+        results.pipelines.extend(await asyncio.gather(*(limited(p) for p in plan.pipelines)))
     results.finished_at = utc_timestamp()
     return results
 
@@ -97,6 +112,7 @@ async def run_pipeline(plan: Plan, pipeline: PipelinePlan, registry: Registry, o
     processor: PageProcessor | None = None
     audit: AuditLog | None = None
     ok = False
+    transport: Any = None
     try:
         start = starting_point(checkpoint, options, result)
         audit = AuditLog(Path(plan.target_dir) / AUDIT_LOG)
@@ -109,7 +125,8 @@ async def run_pipeline(plan: Plan, pipeline: PipelinePlan, registry: Registry, o
         earlier = len(transitions)  # the board is shared with earlier pipelines of the run
         try:
             await _stream_pages(transport, pipeline, Committer(processor, checkpoint, result.run_id, audit),
-                                executor, result, start)
+                                executor, result, start,
+                                lambda: _report(options, result, transport, started))
         finally:
             counters = transport.counters
             result.counts.requests, result.counts.retries, result.counts.bytes = (
@@ -135,7 +152,38 @@ async def run_pipeline(plan: Plan, pipeline: PipelinePlan, registry: Registry, o
         finish_checkpoint(checkpoint, result, ok)
         result.finished_at = utc_timestamp()
         result.duration_s = round(time.perf_counter() - started, 3)
+        _finish_timings(result, processor.timings if processor is not None else {})
+        _report(options, result, transport, started, done=True)
     return result
+
+
+def _report(options: RunOptions, result: PipelineResult, transport: Any, started: float,
+            done: bool = False) -> None:
+    if options.on_progress is None:
+        return
+    counters = getattr(transport, "counters", None)
+    retries = counters.retries if counters is not None else result.counts.retries
+    transitions = getattr(getattr(transport, "breakers", None), "transitions", [])
+    options.on_progress(Progress(
+        pipeline=result.name, pages=result.counts.pages, records=result.counts.fetched,
+        quarantined=result.counts.quarantined, retries=retries, open_breakers=_open_endpoints(transitions),
+        elapsed_s=time.perf_counter() - started, done=done))
+
+
+def _open_endpoints(transitions: list[Any]) -> int:
+    latest = {t.endpoint: t.to_state for t in transitions}
+    return sum(1 for state in latest.values() if state == "open")
+
+
+STAGES = ("fetch", "validate", "quarantine", "transform", "write", "checkpoint")
+
+
+def _finish_timings(result: PipelineResult, processing: dict[str, float]) -> None:
+    """Merge the worker thread's stage times; ``checkpoint`` arrives as the whole commit time,
+    and is what the commit spent outside processing: audit entries and the checkpoint save."""
+    spent = {**result.timings, **processing}
+    spent["checkpoint"] = max(0.0, spent.get("checkpoint", 0.0) - sum(processing.values()))
+    result.timings = {stage: round(spent.get(stage, 0.0), 3) for stage in STAGES}
 
 
 async def _audit(executor: ThreadPoolExecutor, audit: AuditLog, result: PipelineResult,
@@ -167,21 +215,37 @@ _DONE = object()
 
 
 async def _stream_pages(transport: Any, pipeline: PipelinePlan, committer: Committer,
-                        executor: ThreadPoolExecutor, result: PipelineResult, start: Any) -> None:
+                        executor: ThreadPoolExecutor, result: PipelineResult, start: Any,
+                        on_page: Callable[[], None]) -> None:
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=PAGES_IN_FLIGHT)
+    timings = result.timings
     async with transport:
         producer = asyncio.create_task(_produce(transport, pipeline, queue, start))
         try:
-            while (item := await queue.get()) is not _DONE:
+            while True:
+                waited = time.perf_counter()
+                item = await queue.get()
+                timings["fetch"] = timings.get("fetch", 0.0) + time.perf_counter() - waited
+                if item is _DONE:
+                    break
                 if isinstance(item, BaseException):
                     raise item
-                outcome = await loop.run_in_executor(executor, committer.commit, item)
+                outcome, spent = await loop.run_in_executor(executor, _timed_commit, committer, item)
+                timings["checkpoint"] = timings.get("checkpoint", 0.0) + spent
                 _add(result, item, outcome)
+                on_page()
                 _check_max_count(pipeline, result)
         finally:
             producer.cancel()
             await asyncio.gather(producer, return_exceptions=True)
+
+
+def _timed_commit(committer: Committer, page: Page) -> tuple[PageOutcome, float]:
+    """In the worker thread, so the time excludes the hand-off between threads."""
+    began = time.perf_counter()
+    outcome = committer.commit(page)
+    return outcome, time.perf_counter() - began
 
 
 async def _produce(transport: Any, pipeline: PipelinePlan, queue: asyncio.Queue[Any], start: Any) -> None:

@@ -18,7 +18,12 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from etrmflow.components import BatchInfo, ContractInfo, SinkContext
-from etrmflow.validation.decimals import DecimalSpec, decimal_columns, decimal_problem, to_decimal
+from etrmflow.validation.decimals import (
+    DecimalSpec,
+    decimal_columns,
+    decimal_problem,
+    to_decimal,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -133,13 +138,14 @@ def decimal_specs(contract: ContractInfo) -> dict[str, DecimalSpec]:
 def decimal_cell(value: Any, spec: DecimalSpec) -> decimal.Decimal | None:
     """A value of a declared decimal column as a Decimal at the declared scale (None if
     missing). Raises ValueError rather than round: a value with more decimals than the scale
-    (a transform may have computed one), or a float of more than 15 significant digits."""
+    (a transform may have computed one), or a float of more than 15 significant digits;
+    TypeError for a value that is no number."""
     if is_missing(value):
         return None
     item = getattr(value, "item", None)  # numpy scalars, from a transform
     value = item() if callable(item) else value
     if isinstance(value, bool) or not isinstance(value, (decimal.Decimal, int, float)):
-        raise ValueError(f"{value!r} is not a number, and the contract declares a decimal"
+        raise TypeError(f"{value!r} is not a number, and the contract declares a decimal"
                          f"({spec.precision},{spec.scale}) column")
     problem = decimal_problem(value, spec)
     if problem:

@@ -39,14 +39,10 @@ IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]*$"
 _SQL_TYPES = {"integer": "INTEGER", "number": "REAL", "boolean": "INTEGER", "string": "TEXT",
               "object": "TEXT", "array": "TEXT"}
 
-# A column the contract declares an exact decimal (x-etrmflow-decimal) is DECIMAL_TEXT(p,s):
-# the name contains TEXT and no INT, so SQLite gives it TEXT affinity and keeps '40.50' as
-# written. NUMERIC or DECIMAL(p,s) would have NUMERIC affinity, which turns well-formed numeric
-# text into REAL (a double: 1234567.89 would read back rounded in binary, and only 15 digits
-# of longer text survive). The precision and scale stay visible in PRAGMA table_info, and a
-# reader gets Decimals with sqlite3.register_converter("DECIMAL_TEXT", ...) and
-# detect_types=PARSE_DECLTYPES. Compare or sort such a column as numbers with CAST(x AS REAL)
-# or, exactly, in the reading program: as text '100.00' < '40.00'.
+# A declared exact decimal (x-etrmflow-decimal) is DECIMAL_TEXT(p,s): TEXT affinity (the name
+# has TEXT and no INT), so '40.50' stays as written, where NUMERIC or DECIMAL(p,s) would turn
+# numeric text into a double. p and s show in PRAGMA table_info; see docs/contracts.md for
+# reading the column back as Decimals and sorting it.
 _DECIMAL_TYPE = "DECIMAL_TEXT({precision},{scale})"
 
 

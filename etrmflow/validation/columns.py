@@ -23,7 +23,7 @@ class Column:
     value to its parent's value (``links[k]``) by a list index or a key.
     """
 
-    __slots__ = ("owners", "path", "parent", "links", "keys", "key", "_values", "_dicts")
+    __slots__ = ("_dicts", "_values", "key", "keys", "links", "owners", "parent", "path")
 
     def __init__(self, owners: list[int] | None = None, values: list[Any] | None = None, *,
                  path: Concrete = (), dicts: list[dict[str, Any]] | None = None,

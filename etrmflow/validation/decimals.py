@@ -96,7 +96,7 @@ def is_number(value: Any) -> bool:
     return isinstance(value, (int, float, Decimal)) and not isinstance(value, bool)
 
 
-def _exact(value: int | float | Decimal) -> Decimal:
+def _exact(value: float | Decimal) -> Decimal:
     # repr is the shortest text that reads back as the same float: the vendor's digits.
     return Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
 
@@ -122,7 +122,7 @@ def plain_float(value: float, spec: DecimalSpec) -> bool:
 
 def decimal_problem(value: Any, spec: DecimalSpec) -> str | None:
     """Why ``value`` cannot be the declared exact decimal, or None (also for non-numbers)."""
-    if type(value) is float and value == value and plain_float(value, spec):
+    if type(value) is float and plain_float(value, spec):  # NaN and inf are not plain
         return None
     if not is_number(value):
         return None

@@ -1,10 +1,11 @@
 """A batch's rule violations, with the rules' numpy forms where they are exact.
 
-For each rule, records split three ways: the numpy form decides (``when`` false, or both
-``when`` and ``check`` exact), or the reference decides (``broken``: the per-record evaluation
-``RulesValidator.violations`` uses). The reference also takes every rule without a numpy form,
-every record that is not a dict, and every record where a date-time field the rule reads does
-not parse (the reference skips the rule there).
+For each rule, each record is decided by the numpy form (``when`` exactly false, or ``when``
+and ``check`` both exact: ``rule_vectors``) or else by the reference (``broken``: the
+per-record evaluation ``RulesValidator.violations`` uses). The reference also takes every rule
+without a numpy form, every record that is not a dict, every record where a date-time field
+the rule reads does not parse (the reference skips the rule there), and batches too small to
+repay numpy's set-up.
 """
 
 from __future__ import annotations
@@ -14,9 +15,13 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from etrmflow.validation.rule_columns import Batch, Instants
-from etrmflow.validation.rule_vectors import Compiled, compile_vector
+from etrmflow.validation.instants import Instants
+from etrmflow.validation.rule_columns import Batch
+from etrmflow.validation.rule_vectors import compile_vector
 from etrmflow.validation.verdicts import all_valid
+
+SMALL_BATCH = 24
+"""Below this many records the reference closures are faster than the numpy forms."""
 
 
 class Rule(Protocol):
@@ -75,6 +80,8 @@ class RulesBatch:
         out = all_valid(len(records))
         if not self._plans or not records:
             return out
+        if len(records) < SMALL_BATCH:  # the closures cost less than numpy's set-up here
+            return [self._full(record) or out[0] for record in records]
         if set(map(type, records)) == {dict}:
             rows, batch = range(len(records)), Batch(records, self._instants)
         else:

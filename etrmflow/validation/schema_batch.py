@@ -1,50 +1,51 @@
 """A batch's JSON Schema violations, exactly as ``jsonschema`` reports them, fast.
 
 ``jsonschema`` is the reference: the verdict of every record and each violation's pointer,
-keyword and message must be the ones its ``iter_errors`` gives. Asking it about every record
-costs ~100 µs a record, so the batch is split:
+keyword and message must be the ones its ``iter_errors`` gives. Asking it costs ~130 µs a
+trade record, so the batch is split:
 
-1. jsonschema-rs checks the structure of the whole batch in one call (the schema without its
-   value keywords), reporting each failing (instance path, keyword location);
-2. ``format``, ``x-etrmflow-decimal`` and ``pattern`` (unless it is plain regular syntax,
-   which jsonschema-rs reads as Python does: ``located.plain_pattern``) are checked
-   column-wise in Python at their paths, with the tests jsonschema itself applies;
+1. jsonschema-rs checks the whole batch in one call, against ``rust_schema.RustSchema``: the
+   structure, plain patterns (which it reads as Python does), ``date-time`` through an
+   accelerator that accepts only valid values, and the root's ``required`` as key counts. It
+   reports each failing (instance path, keyword location);
+2. the other formats, other patterns and ``x-etrmflow-decimal`` are checked column-wise in
+   Python at their paths (``value_checks``), with the tests jsonschema itself applies;
 3. every failure found by 1 or 2 is a *suspect*: jsonschema's own keyword function is run on
    that one value with that one subschema, and what it yields is the violation (message and
-   all). A suspect it does not confirm (jsonschema-rs is stricter than jsonschema about
-   integers near 2**63) is dropped.
+   all). A suspect it does not confirm (an accelerator is stricter than its format, and
+   jsonschema-rs is stricter than jsonschema about integers near 2**63) is dropped.
 
 A record with no suspect is valid. That is exact when jsonschema-rs never accepts what
 jsonschema rejects: true for the keywords in ``located.VERIFIED`` on JSON values (what a JSON
 decoder produces), which tests/test_validation_equivalence.py checks differentially. A schema
 with any other keyword, or a value keyword without a plain path, is handed to jsonschema whole,
-record by record; so is a record jsonschema-rs cannot read (a lone surrogate, say).
+record by record (at jsonschema's speed); so is a record jsonschema-rs cannot read (a lone
+surrogate, say).
 """
 
 from __future__ import annotations
 
-import operator
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
-from itertools import repeat
 from typing import Any
 
 import jsonschema
 import jsonschema_rs
-import numpy as np
 
 from etrmflow.validation.columns import Column, Columns, Concrete
 from etrmflow.validation.decimals import KEYWORD as DECIMAL
-from etrmflow.validation.decimals import ReferenceValidator, check_declarations, parse_spec
+from etrmflow.validation.decimals import (
+    ReferenceValidator,
+    check_declarations,
+    parse_spec,
+)
 from etrmflow.validation.located import (
     Located,
-    RustSchema,
     UnreachableFormat,
     locate,
-    plain_pattern,
-    resolve,
     unverified_keywords,
 )
+from etrmflow.validation.rust_schema import RustSchema, plain_pattern
 from etrmflow.validation.value_checks import DecimalCheck, FormatCheck, PatternCheck
 
 Found = tuple[str, str, str]
@@ -81,6 +82,7 @@ class SchemaBatch:
         self.fast = not self.unverified
         self._confirmed: dict[tuple[Any, ...], list[tuple[tuple[Any, ...], str]]] = {}
         self._nodes: dict[tuple[Any, ...], Any] = {}
+        self._pointers: dict[Concrete, str] = {}
         if self.fast:
             self._compile(located, format_checker, accelerators or {})
 
@@ -134,9 +136,8 @@ class SchemaBatch:
                 row, *where = error.instance_path
                 suspects[row].update(self._suspects(tuple(where), tuple(error.schema_path)))
             return suspects, set()
-        except Exception:  # noqa: BLE001 - rs could not read some record (e.g. a lone surrogate)
-            pass
-        suspects.clear()
+        except Exception:  # noqa: BLE001 - rs could not read some record (a lone surrogate, say)
+            suspects.clear()  # find which, record by record
         unreadable: set[int] = set()
         for row, record in enumerate(records):
             try:
@@ -170,8 +171,16 @@ class SchemaBatch:
                 if keyword in _APPLICATORS and not isinstance(node.get(keyword), bool):
                     return self.reference_violations(record)  # not a leaf: ask jsonschema
             for relative, message in self._judge(node, keyword, _at(record, where)):
-                found.add((json_pointer((*where, *relative)), keyword, message))
+                found.add((self._pointer((*where, *relative) if relative else where), keyword, message))
         return sorted(found)
+
+    def _pointer(self, where: Concrete) -> str:
+        pointer = self._pointers.get(where)
+        if pointer is None:
+            if len(self._pointers) >= _CONFIRMED_LIMIT:
+                self._pointers.clear()
+            pointer = self._pointers[where] = json_pointer(where)
+        return pointer
 
     def _judge(self, node: Mapping[str, Any], keyword: str, instance: Any) -> list[tuple[tuple[Any, ...], str]]:
         """What jsonschema's keyword function says of ``instance``: (relative path, message)s.
@@ -200,11 +209,11 @@ class SchemaBatch:
 
 def _memo_key(node: Mapping[str, Any], keyword: str, instance: Any) -> tuple[Any, ...] | None:
     """What jsonschema's verdict depends on, when that is cheap to say: a scalar (with its type:
-    1, 1.0 and True differ; and its repr: 0.0 and -0.0 print differently), or the keys an
-    object lacks for ``required``."""
+    1, 1.0 and True differ; a zero with its repr: 0.0 and -0.0 print differently), or the keys
+    an object lacks for ``required``."""
     kind = type(instance)
     if kind in _SCALARS:
-        return id(node), keyword, kind, instance, repr(instance) if kind is float else None
+        return id(node), keyword, kind, instance, repr(instance) if kind is float and not instance else None
     if keyword == "required" and kind is dict and isinstance(node.get("required"), list):
         return id(node), keyword, tuple(key for key in node["required"] if key not in instance)
     return None
@@ -225,4 +234,4 @@ def _check(item: Located, format_checker: jsonschema.FormatChecker) -> Callable[
     return DecimalCheck(parse_spec(item.value)).failing
 
 
-__all__ = ["Found", "SchemaBatch", "json_pointer", "resolve"]
+__all__ = ["Found", "SchemaBatch", "json_pointer"]

@@ -17,9 +17,15 @@ import jsonschema
 import numpy as np
 
 from etrmflow.validation.columns import Column
-from etrmflow.validation.decimals import FLOAT_DIGITS, DecimalSpec, decimal_problem, is_number
+from etrmflow.validation.decimals import (
+    FLOAT_DIGITS,
+    DecimalSpec,
+    decimal_problem,
+    is_number,
+)
 
 _FLOAT_OR_NONE = frozenset({float, type(None)})
+_SMALL = 32
 _MEMO_LIMIT = 100_000
 """Remembered verdicts per check: a cache, cleared when full."""
 
@@ -100,6 +106,8 @@ class DecimalCheck:
 
     def failing(self, column: Column) -> list[int]:
         values = column.values()
+        if len(values) < _SMALL:  # numpy costs more than it saves on a few values
+            return [k for k, v in enumerate(values) if decimal_problem(v, self._spec)]
         if set(map(type, values)) <= _FLOAT_OR_NONE:  # None (absent) becomes NaN: not plain
             doubtful = self._not_plain(values)
         else:
