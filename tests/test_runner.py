@@ -87,3 +87,18 @@ def test_a_fetch_failure_after_some_pages_is_a_failed_result(tmp_path: Path) -> 
     assert result.status is Status.FAILED
     assert (result.error, result.error_type, result.counts.pages) == ("GET /x answered 404", "FatalFetchError", 1)
     assert not (tmp_path / "out.csv").exists()
+
+
+def test_a_validator_answering_for_fewer_records_fails_loudly() -> None:
+    """Otherwise the records it skipped would pass unchecked into the sinks."""
+    from etrmflow.components import Validator
+    from etrmflow.engine.validation import validate_records
+
+    class Lazy(Validator):
+        type_name = "lazy"
+
+        def validate(self, records: list[Any]) -> list[list[Any]]:
+            return [[]]  # one verdict, whatever the batch
+
+    with pytest.raises(ValueError):
+        validate_records([Lazy({}, context=None)], [{"a": 1}, {"a": 2}])  # type: ignore[arg-type]

@@ -29,6 +29,7 @@ from etrmflow.components import (
     Violation,
 )
 from etrmflow.engine.drift import DriftCounter
+from etrmflow.engine.validation import validate_records
 from etrmflow.errors import RunFailed, SinkError, TransformError
 from etrmflow.plan import PipelinePlan
 from etrmflow.validation.decimal_fields import DecimalFields
@@ -115,11 +116,8 @@ class PageProcessor:
                            dead_letters_new=new_letters, written=written, drift=self.drift.count(page.records))
 
     def validate(self, records: list[Any]) -> list[list[Violation]]:
-        verdicts: list[list[Violation]] = [[] for _ in records]
-        for validator in self.validators:
-            for found, extra in zip(verdicts, validator.validate(records)):
-                found.extend(extra)
-        return verdicts
+        # strict: a validator that answers for fewer records must not let the rest pass unchecked
+        return validate_records(self.validators, records)
 
     def write(self, records: list[Any], batch: BatchInfo) -> dict[str, int]:
         # Declared money becomes Decimal here, after validation and before any transform.
