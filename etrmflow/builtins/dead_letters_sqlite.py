@@ -6,9 +6,7 @@ dedupe key it shares.
 
 from __future__ import annotations
 
-import contextlib
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -18,7 +16,7 @@ import orjson
 from etrmflow.builtins.dead_letters import _letter_key, _to_json
 from etrmflow.components import DeadLetter, DeadLetterSink, SinkContext
 from etrmflow.errors import SinkError
-from etrmflow.sinks.common import resolve_path
+from etrmflow.sinks.common import resolve_path, transaction
 
 DEFAULT_PATH = "target/etrmflow.db"
 DEFAULT_TABLE = "dead_letters"
@@ -115,7 +113,7 @@ class SqliteDeadLetterSink(DeadLetterSink):
             self._db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA busy_timeout=5000")
-            with self._transaction():
+            with transaction(self._db):
                 self._create()
         except sqlite3.Error as exc:
             self.close(False)
@@ -129,7 +127,7 @@ class SqliteDeadLetterSink(DeadLetterSink):
             raise SinkError("sqlite dead-letter sink: write before open")
         try:
             rows = [letter_row(letter, self.context.pipeline) for letter in letters]
-            with self._transaction():
+            with transaction(self._db):
                 before = self._db.total_changes
                 self._db.executemany(self._insert, rows)
                 return self._db.total_changes - before
@@ -145,17 +143,6 @@ class SqliteDeadLetterSink(DeadLetterSink):
     def describe(self) -> str:
         return f"sqlite {self.options.get('path', DEFAULT_PATH)} table {self.table}"
 
-    @contextlib.contextmanager
-    def _transaction(self) -> Iterator[None]:
-        assert self._db is not None
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-            self._db.execute("COMMIT")
-        except BaseException:
-            if self._db.in_transaction:
-                self._db.execute("ROLLBACK")
-            raise
 
     def _create(self) -> None:
         assert self._db is not None

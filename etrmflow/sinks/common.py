@@ -6,12 +6,14 @@ plugin (which ``etrmflow validate`` and ``--help`` do) stays fast.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import decimal
 import logging
 import os
 import shutil
-from collections.abc import Mapping
+import sqlite3
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -232,3 +234,17 @@ def _fsync_dir(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def transaction(db: sqlite3.Connection) -> Iterator[None]:
+    """All or nothing: BEGIN IMMEDIATE (take the write lock now, not half-way), COMMIT or ROLLBACK."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import decimal
 import sqlite3
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ from etrmflow.sinks.common import (
     lineage,
     ordered_columns,
     resolve_path,
+    transaction,
     utc_now_iso,
 )
 
@@ -154,7 +154,7 @@ class SqliteSink(Sink):
         if self._db is None:
             raise SinkError(f"sqlite sink (table {self.table}): write before open")
         try:
-            with self._transaction():
+            with transaction(self._db):
                 self._write_rows(frame, batch)
         except Exception as exc:
             self._columns = self._read_columns()  # an ALTER TABLE was rolled back too
@@ -251,17 +251,6 @@ class SqliteSink(Sink):
 
     # -- rows -----------------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def _transaction(self) -> Iterator[None]:
-        assert self._db is not None
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-            self._db.execute("COMMIT")
-        except BaseException:
-            if self._db.in_transaction:
-                self._db.execute("ROLLBACK")
-            raise
 
     def _write_rows(self, frame: pd.DataFrame, batch: BatchInfo) -> None:
         assert self._db is not None
@@ -320,6 +309,6 @@ class SqliteSink(Sink):
         if not ok:
             self._db.execute(f"DROP TABLE IF EXISTS {staging}")
             return
-        with self._transaction():
+        with transaction(self._db):
             self._db.execute(f"DROP TABLE IF EXISTS {_q(self.table)}")
             self._db.execute(f"ALTER TABLE {staging} RENAME TO {_q(self.table)}")
