@@ -4,6 +4,7 @@ exactly by every sink (SQLite text, Parquet decimal128, CSV text)."""
 from __future__ import annotations
 
 import csv
+import math
 import sqlite3
 from decimal import Decimal
 from pathlib import Path
@@ -35,7 +36,9 @@ from etrmflow.validation.decimal_fields import DecimalFields
 from etrmflow.validation.decimals import (
     DecimalSpec,
     decimal_problem,
+    exact_problem,
     parse_spec,
+    plain_float,
     spec_problem,
     to_decimal,
 )
@@ -63,6 +66,20 @@ def test_a_json_number_of_at_most_15_digits_reads_back_exactly_through_repr(
     assert isinstance(parsed, float)
     assert Decimal(repr(parsed)) == written
     assert len(Decimal(repr(parsed)).normalize().as_tuple().digits) <= 15  # never "17 digits"
+
+
+near_cents = st.builds(lambda k, shift: math.nextafter(k / 100, math.inf) if shift > 0 else
+                      math.nextafter(k / 100, -math.inf) if shift < 0 else k / 100,
+                      st.integers(-10 ** 15, 10 ** 15), st.integers(-1, 1))
+
+
+@given(near_cents | st.floats(allow_nan=True, allow_infinity=True), st.integers(0, 4), st.integers(1, 38))
+def test_the_quick_yes_for_plain_floats_agrees_with_the_definition(value: float, scale: int,
+                                                                    precision: int) -> None:
+    spec = DecimalSpec(scale=min(scale, precision), precision=precision)
+    if plain_float(value, spec):
+        assert exact_problem(value, spec) is None
+    assert decimal_problem(value, spec) == exact_problem(value, spec)
 
 
 def test_seventeen_digits_do_not_survive_a_float_and_are_refused() -> None:

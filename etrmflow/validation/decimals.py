@@ -124,18 +124,25 @@ def decimal_problem(value: Any, spec: DecimalSpec) -> str | None:
     """Why ``value`` cannot be the declared exact decimal, or None (also for non-numbers)."""
     if type(value) is float and plain_float(value, spec):  # NaN and inf are not plain
         return None
+    return exact_problem(value, spec)
+
+
+def exact_problem(value: Any, spec: DecimalSpec) -> str | None:
+    """``decimal_problem`` by the definition alone, through ``Decimal(repr(value))``."""
     if not is_number(value):
         return None
     number = _exact(value)
     if not number.is_finite():
         return f"{value!r} is not a finite number"
+    if number.is_zero():  # 0.0 and 0E-7 alike: no digit to place
+        return None
     digits, exponent = _stripped(number)
     if isinstance(value, float) and digits > FLOAT_DIGITS:
         return (f"{value!r} has {digits} significant digits; a JSON number with more than "
                 f"{FLOAT_DIGITS} cannot be read exactly")
     if -exponent > spec.scale:
         return f"{value!r} has more than {spec.scale} decimal places ({KEYWORD} scale {spec.scale})"
-    if not number.is_zero() and digits + exponent > spec.integer_digits:
+    if digits + exponent > spec.integer_digits:
         return (f"{value!r} has more than {spec.integer_digits} digits before the decimal point "
                 f"({KEYWORD} precision {spec.precision}, scale {spec.scale})")
     return None

@@ -11,7 +11,6 @@ whole string to the parser too, so the result is always the parser's.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from datetime import date, datetime, timedelta, timezone
 from itertools import repeat
 from typing import Any
@@ -96,16 +95,12 @@ class Instants:
 
     def _instant(self, text: str) -> int:
         if len(text) in (20, 25) and text[10] == "T":
-            day = _known(self._days, text[:10], _day)
-            clock = _known(self._clocks, text[11:19], _clock)
-            offset = _known(self._offsets, text[19:], _offset)
+            # the three part memos, inlined: this runs for every new string
+            days, clocks, offsets = self._days, self._clocks, self._offsets
+            day, clock, offset = text[:10], text[11:19], text[19:]
+            day = days[day] if day in days else days.setdefault(day, _day(day))
+            clock = clocks[clock] if clock in clocks else clocks.setdefault(clock, _clock(clock))
+            offset = offsets[offset] if offset in offsets else offsets.setdefault(offset, _offset(offset))
             if _PARSER not in (day, clock, offset):
                 return NOT_AN_INSTANT if day == NOT_AN_INSTANT else (day * 86400 + clock - offset) * 1_000_000
         return microseconds(text)
-
-
-def _known(memo: dict[str, int], part: str, read: Callable[[str], int]) -> int:
-    value = memo.get(part)
-    if value is None:
-        value = memo[part] = read(part)
-    return value

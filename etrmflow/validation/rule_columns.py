@@ -26,7 +26,8 @@ Kind = str
 NUM: Kind = "num"
 _NAN = float("nan")
 _MAX_ITEMS = 64
-"""Longer lists are summed record by record."""
+_FEW_LISTS = 48
+"""Fewer lists, or longer ones, are summed record by record (numpy's set-up would cost more)."""
 
 
 class Batch:
@@ -54,12 +55,23 @@ class Batch:
             typed = next((ok for (field, _), (ok, _) in self._typed.items() if field == name), None)
             if typed is None:
                 present = np.fromiter(map(operator.is_not, self.raw(name), repeat(None)), bool, self.size)
-            else:  # a typed value is present: look only at the others
+            elif typed.all():  # a typed value is present
+                present = typed
+            else:  # look only at the others
                 present, raw = typed.copy(), self.raw(name)
                 others = np.flatnonzero(~typed).tolist()
                 present[others] = [raw[k] is not None for k in others]
             self._present[name] = present
         return present
+
+    def unparsed(self, name: str) -> np.ndarray:
+        """Strings that are no date-time etrmflow accepts (which rules reading them skip)."""
+        ok, raw = self._column(name, "instant")[0], self.raw(name)
+        mask = np.zeros(self.size, dtype=bool)
+        if ok.all():
+            return mask
+        mask[[k for k in np.flatnonzero(~ok).tolist() if type(raw[k]) is str]] = True  # a subclass: reference
+        return mask
 
     def values(self, name: str, kind: Kind) -> np.ndarray:
         return self._column(name, kind)[1]
@@ -68,10 +80,8 @@ class Batch:
         """The records on which every (field, kind) of ``needs`` has its type (do not modify)."""
         ok = self._ok.get(needs)
         if ok is None:
-            ok = np.ones(self.size, dtype=bool)
-            for name, kind in needs:
-                ok &= self._column(name, kind)[0]
-            self._ok[needs] = ok
+            masks = [self._column(name, kind)[0] for name, kind in needs]
+            ok = self._ok[needs] = np.logical_and.reduce(masks) if masks else np.ones(self.size, dtype=bool)
         return ok
 
     def _column(self, name: str, kind: Kind) -> tuple[np.ndarray, np.ndarray]:
@@ -111,10 +121,13 @@ def _sums(raw: list[Any], attr: str, present: np.ndarray) -> tuple[np.ndarray, n
     size = len(raw)
     hits = [k for k in np.flatnonzero(present).tolist() if type(raw[k]) is list]
     lengths = [len(raw[k]) for k in hits]
-    if not hits or max(lengths) > _MAX_ITEMS:
+    if len(hits) < _FEW_LISTS or max(lengths) > _MAX_ITEMS:
         return _per_record_sums(raw, attr, hits)
     items = [item for k in hits for item in raw[k]]
-    values = [item.get(attr) if type(item) is dict else None for item in items]
+    if set(map(type, items)) == {dict}:
+        values = list(map(dict.get, items, repeat(attr)))
+    else:
+        values = [item.get(attr) if type(item) is dict else None for item in items]
     ok_items, numbers = _numbers(values)
     counts = np.array(lengths, dtype=np.intp)
     owners = np.repeat(np.arange(len(hits)), counts)

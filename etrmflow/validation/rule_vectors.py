@@ -42,7 +42,7 @@ class Unsupported(Exception):
 
 class Compiled:
     """``truth(batch)``: (bool array of the expression's truth, bool array of the records on
-    which it is exact). ``names``: fields read."""
+    which that truth is exactly the reference's)."""
 
     def __init__(self, text: str, instants: frozenset[str]) -> None:
         source = text.replace("\r", " ").replace("\n", " ").strip()
@@ -98,6 +98,8 @@ class _Builder:
 
     def _Name(self, node: ast.Name, want: Kind | None) -> tuple[Vector, Kind]:
         name = node.id
+        if want not in (None, NUM, "str", "instant"):  # a field as a condition: any value's truth
+            raise Unsupported(f"field '{name}' as a {want}")
         kind: Kind = "instant" if name in self.instants else (want or NUM)
         self.needs.add((name, kind))
         return (lambda batch: batch.values(name, kind)), kind

@@ -52,13 +52,18 @@ class _Plan:
         if self.when is not None:
             applies, decided = self.when.truth(batch)
         else:
-            applies, decided = np.ones(batch.size, dtype=bool), np.ones(batch.size, dtype=bool)
+            applies = decided = batch.all_ok(frozenset())  # all true
         decided = decided & batch.all_ok(self.instants)
         if holds is None or exact is None:
-            return np.zeros(batch.size, dtype=bool), decided & ~applies
-        decided = decided & (~applies | exact)
-        return decided & applies & ~holds, decided
-
+            broken, decided = np.zeros(batch.size, dtype=bool), decided & ~applies
+        else:
+            decided = decided & (~applies | exact)
+            broken = decided & applies & ~holds
+        # A date-time the rule reads that does not parse: the reference skips the rule.
+        for name, _ in self.instants:
+            skipped = batch.unparsed(name)
+            broken, decided = broken & ~skipped, decided | skipped
+        return broken, decided
 
 class RulesBatch:
     """``violations(records)``: per record, the violations of the rules it breaks, in the
@@ -103,8 +108,8 @@ class RulesBatch:
             broken: list[int] = []
         else:
             broken_mask, decided = plan.split(batch)
-            broken = np.flatnonzero(broken_mask).tolist()
-            undecided = np.flatnonzero(~decided).tolist()
+            broken = np.flatnonzero(broken_mask).tolist() if broken_mask.any() else []
+            undecided = [] if decided.all() else np.flatnonzero(~decided).tolist()
         broken += [k for k in undecided if self._broken(rule, records[rows[k]])]
         for k in sorted(broken):
             row = rows[k]

@@ -18,14 +18,6 @@ Location = tuple[Any, ...]
 """Keys from the schema's root to a subschema (what jsonschema-rs reports as schema_path)."""
 
 
-def _closed_root(schema: Mapping[str, Any]) -> bool:
-    required, properties = schema.get("required"), schema.get("properties")
-    return (schema.get("additionalProperties") is False and isinstance(required, list) and bool(required)
-            and isinstance(properties, Mapping) and set(required) <= set(properties)
-            and len(set(required)) == len(required) and len(properties) - len(required) <= 2
-            and not {"$ref", "allOf", "minProperties", "maxProperties"} & set(schema))
-
-
 # Plain regular syntax that Python and Rust read alike: literals, classes of literals and
 # ranges, repeats, groups, alternation, "." and the anchors ^ and $. On a string either engine
 # matches it identically, except that Python's $ also matches before a final newline: Rust is
@@ -76,13 +68,14 @@ class RustSchema:
     value it rejects becomes a ``format`` suspect for jsonschema to judge. ``accelerated`` maps
     the location of each appended subschema to the original subschema holding the format.
 
-    A closed root (``additionalProperties: false``, every required key a property, at most two
-    optional ones) trades its ``required`` for key counts: jsonschema-rs looks each required key
-    up anew in every record, but counts keys for free. Once rs has found no unexpected key, a
-    record has every required key exactly when it has ``len(required)`` keys plus one for each
-    optional key it has: ``minProperties``, raised by ``if: {required: [optional]}``. A failure
-    of those (``required_proxies``) is a ``required`` suspect of the record, as is an
-    unexpected key (it spoils the count).
+    A closed object (``additionalProperties: false``, every required key a property, at most
+    two optional ones) trades its ``required`` for key counts: jsonschema-rs looks each
+    required key up anew in every object, but counts keys for free. Once rs has found no
+    unexpected key, an object has every required key exactly when it has ``len(required)``
+    keys plus one for each optional key it has: ``minProperties``, raised by
+    ``if: {required: [optional]}``. ``required_of`` maps the location of each such count to the
+    object's ``required``: its failure is a ``required`` suspect, as is an unexpected key
+    (``closed``: it spoils the count).
     """
 
     def __init__(self, schema: Mapping[str, Any], accelerators: Mapping[str, Mapping[str, Any]],
@@ -90,22 +83,9 @@ class RustSchema:
         self._accelerators = accelerators
         self._formats = formats  # ids of the subschemas whose format may be accelerated
         self.accelerated: dict[Location, Mapping[str, Any]] = {}
+        self.required_of: dict[Location, Location] = {}
+        self.closed: set[Location] = set()
         self.schema = self._copy(schema, ())
-        self.required_proxies: frozenset[Location] = frozenset()
-        if _closed_root(schema):
-            self._count_required(schema["required"], [k for k in schema["properties"] if k not in schema["required"]])
-
-    def _count_required(self, required: list[str], optional: list[str]) -> None:
-        rules: list[dict[str, Any]] = []
-        for size in range(len(optional), 0, -1):  # every non-empty subset, largest first
-            rules += [{"if": {"required": list(keys)}, "then": {"minProperties": len(required) + size}}
-                      for keys in itertools.combinations(optional, size)]
-        del self.schema["required"]
-        self.schema["minProperties"] = len(required)
-        if rules:
-            self.schema["allOf"] = rules
-        self.required_proxies = frozenset({("minProperties",), *(("allOf", i, "then", "minProperties")
-                                                                 for i in range(len(rules)))})
 
     def _copy(self, node: Any, location: Location) -> Any:
         if not isinstance(node, Mapping):
@@ -122,9 +102,34 @@ class RustSchema:
                 out[key] = self._copy(value, (*location, key))
             else:
                 out[key] = value
+        if _closed(node):
+            self._count_required(out, node, location)
         accelerator = self._accelerators.get(node["format"]) \
             if id(node) in self._formats and isinstance(node.get("format"), str) else None
         if accelerator is not None:
             out["allOf"] = [*out.get("allOf", ()), dict(accelerator)]
             self.accelerated[(*location, "allOf", len(out["allOf"]) - 1)] = node
         return out
+
+    def _count_required(self, out: dict[str, Any], node: Mapping[str, Any], location: Location) -> None:
+        required = node["required"]
+        optional = [key for key in node["properties"] if key not in required]
+        rules = [{"if": {"required": list(keys)}, "then": {"minProperties": len(required) + size}}
+                 for size in range(len(optional), 0, -1)  # every non-empty subset
+                 for keys in itertools.combinations(optional, size)]
+        del out["required"]
+        out["minProperties"] = len(required)
+        if rules:
+            out["allOf"] = rules
+        counts = [(*location, "minProperties"), *((*location, "allOf", i, "then", "minProperties")
+                                                  for i in range(len(rules)))]
+        self.required_of.update(dict.fromkeys(counts, (*location, "required")))
+        self.closed.add(location)
+
+
+def _closed(node: Mapping[str, Any]) -> bool:
+    required, properties = node.get("required"), node.get("properties")
+    return (node.get("additionalProperties") is False and isinstance(required, list) and bool(required)
+            and isinstance(properties, Mapping) and set(required) <= set(properties)
+            and len(set(required)) == len(required) and len(properties) - len(required) <= 2
+            and not {"$ref", "allOf", "minProperties", "maxProperties", "format"} & set(node))

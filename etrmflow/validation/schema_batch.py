@@ -51,7 +51,6 @@ from etrmflow.validation.value_checks import DecimalCheck, FormatCheck, PatternC
 Found = tuple[str, str, str]
 """(JSON pointer, keyword, message) of one violation."""
 _RECORD = "urn:etrmflow:record"
-_AP, _REQUIRED = ("additionalProperties",), ("required",)
 _REGEX = jsonschema_rs.RegexOptions()
 _SCALARS = frozenset({str, int, float, bool, type(None)})
 _CONFIRMED_LIMIT = 10_000
@@ -90,18 +89,16 @@ class SchemaBatch:
                  accelerators: Mapping[str, Mapping[str, Any]]) -> None:
         formats = {id(item.schema): item for item in located if item.keyword == "format"}
         rust = RustSchema(self.schema, accelerators, frozenset(formats))
-        self._proxies = rust.required_proxies
+        self._required_of, self._closed = rust.required_of, rust.closed
         self._accelerated = {where: formats[id(node)] for where, node in rust.accelerated.items()}
         in_rust = {id(node) for node in rust.accelerated.values()}
         self._checks = [(item, _check(item, format_checker)) for item in located
                         if not (item.keyword == "pattern" and plain_pattern(item.value))
                         and not (item.keyword == "format" and id(item.schema) in in_rust)]
-        structure = dict(rust.schema, **{"$id": _RECORD})
-        registry = jsonschema_rs.Registry([(_RECORD, structure)])
         # Plain patterns and accelerators are regular: the linear-time engine reads them alike.
-        self._batch = jsonschema_rs.validator_for({"items": {"$ref": _RECORD}}, registry=registry,
-                                                  validate_formats=False, pattern_options=_REGEX)
-        self._one = jsonschema_rs.validator_for(structure, validate_formats=False, pattern_options=_REGEX)
+        self._one = jsonschema_rs.validator_for(rust.schema, validate_formats=False, pattern_options=_REGEX)
+        self._batch = jsonschema_rs.validator_for(_batch_schema(rust.schema), validate_formats=False,
+                                                  pattern_options=_REGEX)
 
     def violations(self, records: list[Any]) -> dict[int, list[Found]]:
         if not self.fast:
@@ -134,7 +131,9 @@ class SchemaBatch:
         try:
             for error in self._batch.iter_errors(records):
                 row, *where = error.instance_path
-                suspects[row].update(self._suspects(tuple(where), tuple(error.schema_path)))
+                location = tuple(error.schema_path)  # under "items" but for $defs: the record's
+                location = location[1:] if location[0] == "items" else location
+                suspects[row].update(self._suspects(tuple(where), location))
             return suspects, set()
         except Exception:  # noqa: BLE001 - rs could not read some record (a lone surrogate, say)
             suspects.clear()  # find which, record by record
@@ -151,12 +150,14 @@ class SchemaBatch:
         return suspects, unreadable
 
     def _suspects(self, where: Concrete, location: tuple[Any, ...]) -> tuple[tuple[Concrete, Any], ...]:
-        """A failure of an accelerator is a suspect for its format, of a key count one for the
-        root's ``required`` (see ``RustSchema``); any other is its keyword's."""
-        if location in self._proxies:
-            return (((), _REQUIRED),)
-        if self._proxies and location == _AP and not where:  # an unexpected key spoils the count
-            return ((), _AP), ((), _REQUIRED)
+        """A failure of an accelerator is a suspect for its format, of a key count one for its
+        object's ``required`` (see ``RustSchema``), as is an unexpected key in such an object;
+        any other is its keyword's."""
+        required = self._required_of.get(location)
+        if required is not None:
+            return ((where, required),)
+        if location[-1] == "additionalProperties" and location[:-1] in self._closed:
+            return (where, location), (where, (*location[:-1], "required"))
         return ((where, self._accelerated.get(location[:-1], location)),)
 
     # -- 3: confirmation by jsonschema -------------------------------------------------------
@@ -217,6 +218,30 @@ def _memo_key(node: Mapping[str, Any], keyword: str, instance: Any) -> tuple[Any
     if keyword == "required" and kind is dict and isinstance(node.get("required"), list):
         return id(node), keyword, tuple(key for key in node["required"] if key not in instance)
     return None
+
+
+def _batch_schema(schema: Mapping[str, Any]) -> dict[str, Any]:
+    """The schema of a list of records. Its ``$defs`` move up beside ``items``, where the
+    record's ``#/$defs/...`` refs still find them (cheaper for jsonschema-rs than a ref to the
+    record as a resource of its own, which other refs need)."""
+    refs: list[str] = []
+    _collect_refs(schema, refs)
+    if all(ref.startswith("#/$defs/") for ref in refs):
+        record = {k: v for k, v in schema.items() if k not in ("$defs", "$schema")}
+        return {"items": record, "$defs": schema.get("$defs", {})}
+    registry_schema = dict(schema, **{"$id": _RECORD})
+    return {"items": {"$ref": _RECORD}, "$defs": {"record": registry_schema}}
+
+
+def _collect_refs(node: Any, refs: list[str]) -> None:
+    if isinstance(node, Mapping):
+        if isinstance(node.get("$ref"), str):
+            refs.append(node["$ref"])
+        for value in node.values():
+            _collect_refs(value, refs)
+    elif isinstance(node, list):
+        for value in node:
+            _collect_refs(value, refs)
 
 
 def _at(record: Any, where: Concrete) -> Any:

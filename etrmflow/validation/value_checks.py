@@ -29,6 +29,7 @@ _SMALL = 32
 _MEMO_LIMIT = 100_000
 """Remembered verdicts per check: a cache, cleared when full."""
 
+
 def _strings(column: Column) -> set[str]:
     try:
         distinct = column.distinct()
