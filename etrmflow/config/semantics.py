@@ -105,7 +105,16 @@ def _check_json_schema(document: YamlDocument, schema: dict[str, Any], registry:
     for path, node in _subschemas(schema, ("schema",)):
         issues += _check_format(document, path, node, known)
         issues += _check_ref(document, path, node, schema)
+        issues += _check_decimal(document, path, node)
     return issues
+
+
+def _check_decimal(document: YamlDocument, path: KeyPath, node: Mapping[str, Any]) -> list[ConfigIssue]:
+    """The run checks money with this declaration: a malformed one must fail validate, not the run."""
+    from etrmflow.validation.decimals import KEYWORD, spec_problem
+
+    problem = spec_problem(node[KEYWORD]) if KEYWORD in node else None
+    return [issue(document, path + (KEYWORD,), problem)] if problem else []
 
 
 def _schema_issue(document: YamlDocument, error: jsonschema.ValidationError) -> ConfigIssue:
