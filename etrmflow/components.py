@@ -166,6 +166,9 @@ class SinkContext:
     resume: bool = False
     """True when this run continues an earlier, failed run with the same ``run_id``: staged
     output of that run must be kept and completed, not discarded."""
+    secrets: Any = None
+    """The run's ``etrmflow.secrets.SecretStore``: how a sink resolves ``secret()`` and
+    ``env_var()`` markers in its options (a database password, a vendor token) at open."""
 
 
 class Sink(Component):

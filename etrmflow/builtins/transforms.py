@@ -12,22 +12,9 @@ import pandas as pd
 
 from etrmflow import hookimpl
 from etrmflow.components import Transform
-
-_COLUMNS = {"type": "array", "items": {"type": "string"}, "minItems": 1}
-
-
-def _object(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
-    return {"type": "object", "additionalProperties": False, "required": required, "properties": properties}
-
-
-class StepError(ValueError):
-    """A step cannot apply to the data it was given (e.g. a column is missing)."""
-
-
-def _require(frame: pd.DataFrame, columns: list[str], step: str) -> None:
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise StepError(f"{step}: no column {', '.join(missing)} (columns: {', '.join(map(str, frame.columns))})")
+from etrmflow.steps.common import COLUMNS as _COLUMNS
+from etrmflow.steps.common import options_object as _object
+from etrmflow.steps.common import require_columns as _require
 
 
 def _column_expression(text: str) -> Any:

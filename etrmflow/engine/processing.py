@@ -29,8 +29,9 @@ from etrmflow.components import (
     Violation,
 )
 from etrmflow.engine.drift import DriftCounter
+from etrmflow.engine.stages import StepChain
 from etrmflow.engine.validation import validate_records
-from etrmflow.errors import RunFailed, SinkError, TransformError
+from etrmflow.errors import RunFailed, SinkError
 from etrmflow.plan import PipelinePlan
 from etrmflow.validation.decimal_fields import DecimalFields
 
@@ -70,6 +71,7 @@ class PageProcessor:
         self.vars = vars
         self.validators = validators
         self.transforms = transforms
+        self.chain = StepChain(transforms)
         self.sinks = sinks
         self.dead_letter = dead_letter
         self.context = context
@@ -125,14 +127,22 @@ class PageProcessor:
         frame = pd.DataFrame.from_records(self.decimals.convert(records))
         ordered = [c for c in self.columns if c in frame.columns] + [c for c in frame.columns if c not in self.columns]
         frame = frame[ordered]
-        for index, step in enumerate(self.transforms):
-            try:
-                frame = step.apply(frame)
-            except Exception as exc:
-                raise TransformError(f"transforms[{index}] ({step.type_name}) failed on batch "
-                                     f"{batch.batch_id}: {type(exc).__name__}: {exc}") from exc
+        ready = list(self.chain.apply(frame, batch))
         began = self._lap("transform", began)
-        written = {sink.describe(): sink.write(frame, batch) for sink in self.sinks}
+        return self._write_ready(ready, began)
+
+    def finish(self) -> dict[str, int]:
+        """After the last page: write what whole-dataset steps held back until now."""
+        began = time.perf_counter()
+        ready = list(self.chain.finish())
+        began = self._lap("transform", began)
+        return self._write_ready(ready, began)
+
+    def _write_ready(self, ready: list[tuple[pd.DataFrame, BatchInfo]], began: float) -> dict[str, int]:
+        written = {sink.describe(): 0 for sink in self.sinks}
+        for frame, batch in ready:
+            for sink in self.sinks:
+                written[sink.describe()] += sink.write(frame, batch)
         self._lap("write", began)
         return written
 

@@ -78,14 +78,15 @@ async def run_plan(plan: Plan, registry: Registry, options: RunOptions) -> RunRe
 
 
 def build_processor(plan: Plan, pipeline: PipelinePlan, registry: Registry, run_id: str,
-                    resume: bool = False) -> PageProcessor:
+                    resume: bool = False, secrets: SecretStore | None = None) -> PageProcessor:
     validators = build_validators(pipeline.contract, registry, plan.project_root)
     transforms = [build_component(registry, Kind.TRANSFORM, c, project_dir=plan.project_root)
                   for c in pipeline.transforms]
     sinks = [build_component(registry, Kind.SINK, c) for c in pipeline.sinks]
     dead_letter = build_component(registry, Kind.DEAD_LETTER, pipeline.dead_letter)
     context = SinkContext(pipeline=pipeline.name, run_id=run_id, contract=contract_info(pipeline.contract),
-                          project_dir=plan.project_root, target_dir=plan.target_dir, resume=resume)
+                          project_dir=plan.project_root, target_dir=plan.target_dir, resume=resume,
+                          secrets=secrets)
     return PageProcessor(plan=pipeline, run_id=run_id, vars=plan.vars, validators=validators,
                          transforms=transforms, sinks=sinks, dead_letter=dead_letter, context=context)
 
@@ -117,7 +118,8 @@ async def run_pipeline(plan: Plan, pipeline: PipelinePlan, registry: Registry, o
         start = starting_point(checkpoint, options, result)
         audit = AuditLog(Path(plan.target_dir) / AUDIT_LOG)
         await _audit(executor, audit, result, events.run_started(resumed_from_page=result.resumed_from_page))
-        processor = build_processor(plan, pipeline, registry, result.run_id, resume=start is not None)
+        processor = build_processor(plan, pipeline, registry, result.run_id, resume=start is not None,
+                                    secrets=options.secrets)
         result.dead_letter = processor.dead_letter.describe()
         await loop.run_in_executor(executor, processor.open)
         transport = build_transport(plan, pipeline, registry, options)
@@ -136,6 +138,7 @@ async def run_pipeline(plan: Plan, pipeline: PipelinePlan, registry: Registry, o
                 for t in transitions[earlier:]]
         _check_accounting(result)
         _check_thresholds(pipeline, result)
+        _add_written(result, await loop.run_in_executor(executor, processor.finish))
         ok = True
     except EtrmflowError as exc:
         _fail(result, exc)
@@ -268,9 +271,7 @@ def _add(result: PipelineResult, page: Page, outcome: PageOutcome) -> None:
     counts.valid += outcome.valid
     counts.quarantined += outcome.quarantined
     counts.dead_letters_new += outcome.dead_letters_new
-    for sink, rows in outcome.written.items():
-        result.sinks[sink] = result.sinks.get(sink, 0) + rows
-    counts.written = min(result.sinks.values()) if result.sinks else 0
+    _add_written(result, outcome.written)
     for name, records in outcome.drift.items():
         if name not in result.drift:
             log.warning("schema drift in %s: field %r is not declared in the contract schema (first seen on "
@@ -278,6 +279,12 @@ def _add(result: PipelineResult, page: Page, outcome: PageOutcome) -> None:
         result.drift[name] = result.drift.get(name, 0) + records
     log.debug("page %d of %s: %d records, %d quarantined", page.index, page.stream, outcome.fetched,
               outcome.quarantined)
+
+
+def _add_written(result: PipelineResult, written: dict[str, int]) -> None:
+    for sink, rows in written.items():
+        result.sinks[sink] = result.sinks.get(sink, 0) + rows
+    result.counts.written = min(result.sinks.values()) if result.sinks else 0
 
 
 def _check_accounting(result: PipelineResult) -> None:
