@@ -22,6 +22,7 @@ from etrmflow.plan import (
     RatePolicy,
     ResponseRule,
     RetryPolicy,
+    SinkConnectorPlan,
     StreamPlan,
     TimeoutPolicy,
     WindowsPlan,
@@ -58,6 +59,7 @@ def compile_pipeline(project: Project, resolved: ResolvedPipeline) -> PipelinePl
         transforms=tuple(_component(step) for step in data.get("transforms") or ()),
         sinks=tuple(_component(sink) for sink in data.get("sinks") or _default_sinks(project, data["name"])),
         dead_letter=_component(data.get("dead_letter") or _default_dead_letter(project, data["name"])),
+        sink_connectors={name: compile_sink_connector(loaded) for name, loaded in resolved.sink_connectors.items()},
     )
 
 
@@ -95,6 +97,16 @@ def compile_connector(loaded: Loaded) -> ConnectorPlan:
         concurrency=defaults.get("concurrency", DEFAULT_CONCURRENCY),
         rate_limit=tuple(_rate(block) for block in _as_list(defaults.get("rate_limit"))),
     )
+
+
+def compile_sink_connector(loaded: Loaded) -> SinkConnectorPlan:
+    """A connector a sink writes to: its requests follow the connector's ``defaults``."""
+    data = loaded.data
+    defaults = data.get("defaults") or {}
+    return SinkConnectorPlan(
+        connector=compile_connector(loaded), timeout=_timeout(defaults.get("timeout") or {}),
+        retry=_retry(defaults.get("retry") or {}), breaker=_breaker(defaults.get("breaker") or {}),
+        response_rules=tuple(_response_rule(rule) for rule in data.get("response_rules") or ()))
 
 
 def _as_list(value: Any) -> list[Any]:

@@ -134,7 +134,9 @@ class Transform(Component):
 
     kind = Kind.TRANSFORM
     whole_dataset: ClassVar[bool] = False
-    """True for steps that must see every row at once (dedupe across pages, aggregation)."""
+    """True for steps that must see every row at once (dedupe across pages, aggregation). Such a
+    step subclasses ``etrmflow.steps.dataset.DatasetStep``, whose docstring says how the engine
+    hands it the rows: staged on disk, then sorted by its group key, in chunks of whole groups."""
 
     def __init__(self, options: Mapping[str, Any], *, project_dir: str = ".") -> None:
         super().__init__(options)
@@ -169,6 +171,8 @@ class SinkContext:
     secrets: Any = None
     """The run's ``etrmflow.secrets.SecretStore``: how a sink resolves ``secret()`` and
     ``env_var()`` markers in its options (a database password, a vendor token) at open."""
+    connectors: Mapping[str, Any] = field(default_factory=dict)
+    """``{name: etrmflow.engine.connections.SinkConnector}``: see ``Sink.connector_option``."""
 
 
 class Sink(Component):
@@ -180,6 +184,12 @@ class Sink(Component):
     """
 
     kind = Kind.SINK
+    audit_event: ClassVar[str] = "batch_written"
+    """The audit event recording each batch this sink took: a sink that sends rows to a
+    vendor says ``batch_posted``."""
+    connector_option: ClassVar[str | None] = None
+    """The option naming a connector the sink writes to: compiled like a source's connector
+    (validate reports an unknown one at file:line), found in ``SinkContext.connectors``."""
 
     def open(self, context: SinkContext) -> None:
         self.context = context
@@ -357,6 +367,12 @@ class Page:
     """Records of the walk before this page."""
     window: int | None = None
     """Index of the date window this page belongs to, for streams with windows."""
+    correlation_id: str = ""
+    """The id of the request that fetched the page (its retries share it): in the log lines
+    about the request, its ``X-Request-ID`` header and the page's audit entry."""
+    body: bytes | None = field(default=None, repr=False, compare=False)
+    """The raw response body, only when the run keeps bodies (``Transport.keep_bodies``);
+    otherwise None, so pages in flight hold their records only."""
 
 
 class Transport(Component):
@@ -370,3 +386,6 @@ class Transport(Component):
     """
 
     kind = Kind.TRANSPORT
+    keep_bodies: bool = False
+    """Set by the runner when the run keeps raw bodies (``etrmflow run --keep-bodies``): pages
+    then carry their raw response body in ``Page.body``."""

@@ -124,6 +124,18 @@ class ConnectorPlan:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class SinkConnectorPlan:
+    """A connector a sink writes to (a sink's ``connector`` option), with the request policy of
+    the connector's ``defaults`` and its response rules: a sink's requests follow them."""
+
+    connector: ConnectorPlan
+    timeout: TimeoutPolicy
+    retry: RetryPolicy
+    breaker: BreakerPolicy
+    response_rules: tuple[ResponseRule, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ContractPlan:
     name: str
     version: str
@@ -154,6 +166,8 @@ class PipelinePlan:
     transforms: tuple[ComponentPlan, ...]
     sinks: tuple[ComponentPlan, ...]
     dead_letter: ComponentPlan
+    sink_connectors: dict[str, SinkConnectorPlan] = dataclasses.field(default_factory=dict)
+    """The connectors the sinks write to, by name (empty when no sink names one)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -66,6 +66,9 @@ class PipelineResult:
     timings: dict[str, float] = field(default_factory=dict)
     """Seconds spent per stage (fetch, validate, quarantine, transform, write, checkpoint),
     rounded to the millisecond. ``fetch`` is the time spent waiting for the next page."""
+    steps: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Counters of transform steps that report some (e.g. a reconcile's matched keys and breaks
+    by reason), keyed ``transforms[<index>].<type>``; set when the run finished its outputs."""
 
     def as_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -101,9 +104,13 @@ class RunResults:
     finished_at: str = ""
     exit_code: int = 0
     pipelines: list[PipelineResult] = field(default_factory=list)
+    audit: dict[str, Any] | None = None
+    """The audit log when the run ended: ``path`` (relative to the target folder), ``entries``
+    (the last entry's seq) and ``last_hash``; None when there is no log. ``etrmflow audit
+    verify`` compares it with the log, which shows entries cut from the log's end."""
 
     def as_dict(self) -> dict[str, Any]:
         return {"$schema": RESULTS_SCHEMA, "results_version": RESULTS_VERSION, "run_id": self.run_id,
                 "etrmflow_version": self.etrmflow_version, "started_at": self.started_at,
                 "finished_at": self.finished_at, "exit_code": self.exit_code,
-                "pipelines": [p.as_dict() for p in self.pipelines]}
+                "pipelines": [p.as_dict() for p in self.pipelines], "audit": self.audit}

@@ -4,15 +4,25 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
+import re
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import orjson
 import pytest
+from jsonschema import Draft202012Validator
 
-from etrmflow.audit import GENESIS, AuditLog, canonical, entry_hash, verify
+import etrmflow
+from etrmflow.audit import GENESIS, AuditLog, canonical, entry_hash, events, verify
+from etrmflow.cli.schema_command import packaged_schema
+from etrmflow.components import BatchInfo, Sink
+from etrmflow.plugins import Registry
 from etrmflow.testing import EtrmflowProject, SandboxFactory, sandbox_connector
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
 LOG = "target/audit/audit.jsonl"
@@ -44,7 +54,7 @@ def test_a_run_chains_every_page_to_its_dead_letters_and_rows(etrmflow_project: 
     run_id = project.run_results()["run_id"]
     assert [e["seq"] for e in entries] == list(range(1, len(entries) + 1))
     assert entries[0]["prev"] == GENESIS
-    assert all(e["prev"] == before["hash"] for before, e in zip(entries, entries[1:]))
+    assert all(e["prev"] == before["hash"] for before, e in itertools.pairwise(entries))
     assert all(e["hash"] == entry_hash(e) for e in entries)
     assert {(e["run_id"], e["pipeline"]) for e in entries} == {(run_id, "trades")}
     pages = [e for e in entries if e["event"] == "page_fetched"]
@@ -56,6 +66,9 @@ def test_a_run_chains_every_page_to_its_dead_letters_and_rows(etrmflow_project: 
         "run_finished"]
     assert [(p["page"], p["records"], p["status"], p["method"]) for p in pages] == [
         (0, 10, 200, "GET"), (1, 10, 200, "GET"), (2, 5, 200, "GET")]
+    assert [(p["attempts"], p["body_kept"], p["kept_sha256"]) for p in pages] == 3 * [(1, None, None)]
+    assert all(re.fullmatch("[0-9a-f]{12}", p["correlation_id"]) and p["elapsed_ms"] >= 0 for p in pages)
+    assert len({p["correlation_id"] for p in pages}) == 3
     assert all(p["url"].startswith(f"{project.env['SANDBOX_URL']}/api/v2/trades?") and "api_key=***" in p["url"]
                for p in pages)
     assert CANARY.encode() not in project.path(LOG).read_bytes()
@@ -76,9 +89,12 @@ def test_a_run_chains_every_page_to_its_dead_letters_and_rows(etrmflow_project: 
     finished = entries[-1]
     assert (finished["status"], finished["counts"]["fetched"], finished["counts"]["quarantined"],
             finished["counts"]["written"]) == ("success", 25, 1, 24)
+    assert project.run_results()["audit"] == {"path": "audit/audit.jsonl", "entries": 12,
+                                              "last_hash": finished["hash"]}
     verified = project.run("audit", "verify")
     assert (verified.exit_code, verified.stdout) == (
-        0, f"target/audit/audit.jsonl: intact: 12 entries, last seq 12, last hash {finished['hash']}\n")
+        0, (f"target/audit/audit.jsonl: intact: 12 entries, last seq 12, last hash {finished['hash']}\n"
+           f"  not cut short: seq 12, the last entry recorded by target/run_results.json (run {run_id}), is there\n"))
 
 
 def test_page_hashes_are_those_of_the_body_and_the_canonical_records(etrmflow_project: EtrmflowProject,
@@ -188,9 +204,9 @@ def test_a_torn_last_line_is_reported_as_a_crash_and_recovered_by_the_next_appen
     AuditLog(path).append(run_id="r2", pipeline="trades", events=[("run_started", {"resumed_from_page": None})])
 
     assert (result.exit_code, result.stdout) == (
-        1, f"{path}: NOT intact: 1 problem(s) in 5 readable entries\n"
+        1, (f"{path}: NOT intact: 1 problem(s) in 5 readable entries\n"
            f"  line 6: truncated: the last line is incomplete (40 bytes, no line end): an append was cut short, "
-           f"e.g. by a crash; the next run drops it and records a log_recovered entry\n")
+           f"e.g. by a crash; the next run drops it and records a log_recovered entry\n"))
     recovered = read_log(path)
     assert [(e["seq"], e["event"]) for e in recovered[4:]] == [(5, "page_fetched"), (6, "log_recovered"),
                                                               (7, "run_started")]
@@ -216,3 +232,189 @@ def test_a_garbled_middle_line_is_malformed(tmp_path: Path) -> None:
 
     assert problems == ["line 3: malformed: not an audit entry (not JSON, or envelope keys missing)",
                         "line 4 (seq 4): deleted: seq 3 missing after line 2 (seq 2)"]
+
+
+# --- entries cut from the end ------------------------------------------------------------------
+
+@pytest.mark.parametrize("cut", [1, 3])
+def test_entries_cut_from_the_end_are_found_through_run_results(
+        cut: int, etrmflow_project: EtrmflowProject, sandbox_vendor_factory: SandboxFactory) -> None:
+    project = run_project(etrmflow_project, sandbox_vendor_factory(trades=25, api_key=CANARY))
+    assert project.run("run", "pipelines/trades.yml").exit_code == 0
+    results = project.run_results()
+    schema = Draft202012Validator(packaged_schema("run_results"))
+    assert list(schema.iter_errors(results)) == []
+    broken = {**results, "audit": {**results["audit"], "last_hash": "xyz"}}
+    assert [error.message for error in schema.iter_errors(broken)] == ["'xyz' does not match '^[0-9a-f]{64}$'"]
+    path = project.path(LOG)
+    lines = path.read_bytes().splitlines(keepends=True)
+    path.write_bytes(b"".join(lines[:-cut]))  # a clean cut: every remaining entry chains perfectly
+
+    result = project.run("audit", "verify")
+
+    last = 12 - cut
+    gap = "seq 12" if cut == 1 else f"seq {last + 1} to 12"
+    assert (result.exit_code, result.stdout) == (
+        1, (f"target/audit/audit.jsonl: NOT intact: 1 problem(s) in {last} readable entries\n"
+           f"  line {last + 1} (seq {last + 1}): deleted: {gap} missing at the end of the log: "
+           f"target/run_results.json (run {results['run_id']}) names the entry with hash "
+           f"{results['audit']['last_hash']} (seq 12), but the log ends at seq {last}; entries were cut from its end\n"))
+    assert verify(path).intact  # the chain alone cannot see it
+
+
+def test_expect_last_finds_a_cut_end_without_run_results(etrmflow_project: EtrmflowProject) -> None:
+    path = etrmflow_project.path(LOG)
+    lines = write_log(path)
+    last = orjson.loads(lines[-1])["hash"]
+    path.write_bytes(b"".join(lines[:-1]))
+
+    cut = etrmflow_project.run("audit", "verify", "--log", str(path), "--expect-last", last)
+    path.write_bytes(b"".join(lines))
+    whole = etrmflow_project.run("audit", "verify", "--log", str(path), "--expect-last", last)
+    bad = etrmflow_project.run("audit", "verify", "--log", str(path), "--expect-last", "abc")
+
+    assert (cut.exit_code, cut.stdout) == (
+        1, (f"{path}: NOT intact: 1 problem(s) in 5 readable entries\n"
+           f"  line 6: deleted: --expect-last names the entry with hash {last}, which the log does not hold: "
+           f"entries were cut from its end, or it was rewritten after that\n"))
+    assert (whole.exit_code, whole.stdout.splitlines()[1]) == (
+        0, "  not cut short: seq 6, the last entry recorded by --expect-last, is there")
+    assert bad.exit_code == 2 and "--expect-last" in bad.stderr and "64 hex digits" in bad.stderr
+
+
+def test_a_cut_end_followed_by_new_entries_is_found_too(etrmflow_project: EtrmflowProject) -> None:
+    """Cut back, then appended to by a later writer: the chain is whole, the recorded end is gone."""
+    path = etrmflow_project.path(LOG)
+    lines = write_log(path)
+    recorded = orjson.loads(lines[-1])
+    path.write_bytes(b"".join(lines[:-2]))
+    for _ in range(2):
+        AuditLog(path).append(run_id="r2", pipeline="trades", events=[("run_started", {"resumed_from_page": None})])
+    etrmflow_project.write({"target/run_results.json": orjson.dumps({"run_id": "r1", "audit": {
+        "path": "audit/audit.jsonl", "entries": recorded["seq"], "last_hash": recorded["hash"]}}).decode()})
+
+    result = etrmflow_project.run("audit", "verify")
+
+    assert verify(path).intact
+    assert (result.exit_code, result.stdout.splitlines()[1:]) == (1, [
+        (f"  line 7: deleted: target/run_results.json (run r1) names the entry with hash {recorded['hash']} "
+        f"(seq 6), which the log does not hold: entries were cut from its end, or it was rewritten after that")])
+
+
+# --- dlq replay --------------------------------------------------------------------------------
+
+REPLAY_PIPELINE = """\
+name: trades
+source: {connector: vendor, stream: trades}
+contract: trade
+sinks:
+  - {type: sqlite, path: target/etrmflow.db, table: trades, mode: upsert}
+"""
+LEI_CHECK = "counterparty_lei: {type: string, format: lei}"
+
+
+def test_a_replay_continues_the_chain_with_what_it_wrote_and_resolved(
+        etrmflow_project: EtrmflowProject, sandbox_vendor_factory: SandboxFactory) -> None:
+    project = run_project(etrmflow_project, sandbox_vendor_factory(trades=250, api_key=CANARY))
+    project.write({"connectors/vendor.yml": sandbox_connector(page_size=100, auth=QUERY_KEY),
+                   "pipelines/trades.yml": REPLAY_PIPELINE})
+    assert project.run("run", "pipelines/trades.yml").exit_code == 0
+    ran = len(read_log(project.path(LOG)))
+    contract = project.path("contracts/trade.yml")
+    contract.write_text(contract.read_text().replace(LEI_CHECK, "counterparty_lei: {type: string}"))
+
+    dry = project.run("dlq", "replay", "--dry-run", "pipelines/trades.yml")
+    assert dry.exit_code == 0 and len(read_log(project.path(LOG))) == ran  # a dry run records nothing
+    replayed = project.run("dlq", "replay", "pipelines/trades.yml")
+
+    assert replayed.exit_code == 0, replayed.output
+    report = project.read_json("target/dlq_replay_results.json")
+    entries = read_log(project.path(LOG))[ran:]
+    assert {e["run_id"] for e in entries} == {report["run_id"]}
+    assert [e["event"] for e in entries] == ["replay_started", "batch_written", "batch_written",
+                                             "letters_resolved", "replay_finished"]
+    started, *written, resolved, finished = entries
+    assert (started["letters"], started["records"], started["dead_letter"]) == (
+        12, 12, "jsonl target/dead_letter/trades.jsonl")
+    assert [(e["batch_id"], e["rows"], e["records"], e["page_sha256"]) for e in written] == [
+        (b["batch_id"], 1, 1, b["page_sha256"]) for b in report["batches"]]
+    assert {row[0] for row in project.query(
+        "SELECT _etrmflow_batch_id FROM trades WHERE _etrmflow_run_id = ?", (report["run_id"],))} == {
+        e["batch_id"] for e in written}
+    assert (resolved["resolved"], resolved["batch_ids"]) == (2, [b["batch_id"] for b in report["batches"]])
+    assert (finished["status"], finished["valid"], finished["invalid"], finished["resolved"], finished["error"]) == (
+        "success", 2, 10, 2, None)
+    verified = project.run("audit", "verify")
+    assert verified.exit_code == 0, verified.output
+    assert CANARY.encode() not in project.path(LOG).read_bytes()
+
+
+# --- sinks that post -----------------------------------------------------------------------------
+
+class _PostingSink(Sink):
+    """Sends each batch to a vendor (in this test: to a list, the vendor being beside the point).
+
+    Example::
+
+        sinks: [{type: test_post}]
+    """
+
+    type_name = "test_post"
+    audit_event = "batch_posted"
+    posted: ClassVar[list[tuple[str, int]]] = []
+
+    def write(self, frame: pd.DataFrame, batch: BatchInfo) -> int:
+        self.posted.append((batch.batch_id, len(frame)))
+        return len(frame)
+
+
+class _PostingPlugin:
+    @etrmflow.hookimpl
+    def etrmflow_sink_types(self) -> list[type]:
+        return [_PostingSink]
+
+
+def test_a_sink_that_posts_records_batch_posted(etrmflow_project: EtrmflowProject, sandbox_vendor_factory: SandboxFactory,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("etrmflow.cli.commands.registry",
+                        lambda: Registry.default(load_entry_points=False, extra_plugins=[_PostingPlugin()]))
+    monkeypatch.setattr(_PostingSink, "posted", [])
+    project = run_project(etrmflow_project, sandbox_vendor_factory(trades=25, api_key=CANARY))
+    project.write({"pipelines/trades.yml": "name: trades\nsource: {connector: vendor, stream: trades}\n"
+                                           "contract: trade\nsinks:\n"
+                                           "  - {type: sqlite, path: target/etrmflow.db, table: trades}\n"
+                                           "  - {type: test_post}\n"})
+
+    result = project.run("run", "pipelines/trades.yml")
+
+    assert result.exit_code == 0, result.output
+    entries = read_log(project.path(LOG))
+    posted = [(e["batch_id"], e["sink"], e["rows"]) for e in entries if e["event"] == "batch_posted"]
+    assert posted == [(batch, "test_post", rows) for batch, rows in _PostingSink.posted]
+    assert [rows for _, _, rows in posted] == [10, 9, 5]
+    assert [e["rows"] for e in entries if e["event"] == "batch_written"] == [10, 9, 5]  # the sqlite sink
+
+
+def test_rows_held_back_until_the_last_page_are_recorded_per_sink_when_written() -> None:
+    assert events.dataset_written({"sqlite t": 0, "test_post": 0}) == []  # no whole-dataset step held any
+    assert events.dataset_written({"sqlite t": 3, "test_post": 3}, {"test_post": "batch_posted"}) == [
+        ("batch_written", {"batch_id": None, "sink": "sqlite t", "rows": 3, "stage": "finish"}),
+        ("batch_posted", {"batch_id": None, "sink": "test_post", "rows": 3, "stage": "finish"})]
+
+
+def test_rows_a_whole_dataset_step_holds_back_are_recorded_when_written(
+        etrmflow_project: EtrmflowProject, sandbox_vendor_factory: SandboxFactory) -> None:
+    project = run_project(etrmflow_project, sandbox_vendor_factory(trades=25, api_key=CANARY))
+    project.write({"pipelines/trades.yml": "name: trades\nsource: {connector: vendor, stream: trades}\n"
+                                           "contract: trade\ntransforms:\n  - {type: dedupe, key: [trade_id]}\n"
+                                           "sinks:\n  - {type: sqlite, path: target/etrmflow.db, table: trades}\n"})
+
+    result = project.run("run", "pipelines/trades.yml")
+
+    assert result.exit_code == 0, result.output
+    written = [(e["batch_id"], e["rows"], e.get("stage")) for e in read_log(project.path(LOG))
+               if e["event"] == "batch_written"]
+    sink = next(iter(project.pipeline_result()["sinks"]))
+    assert written[:3] == [(written[0][0], 0, None), (written[1][0], 0, None), (written[2][0], 0, None)]
+    assert written[3:] == [(None, 24, "finish")] and project.count("trades") == 24
+    assert [e["sink"] for e in read_log(project.path(LOG)) if e.get("stage") == "finish"] == [sink]

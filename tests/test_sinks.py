@@ -96,7 +96,7 @@ def test_plugin_registers_the_three_sinks() -> None:
     manager.add_hookspecs(hookspecs)
     manager.register(sinks_plugin, name="etrmflow.builtins.sinks")
     registry = Registry(manager)
-    assert registry.names(Kind.SINK) == ["csv", "parquet", "sqlite"]
+    assert registry.names(Kind.SINK) == ["csv", "parquet", "postgres", "sqlite"]
     assert registry.get(Kind.SINK, "sqlite") is SqliteSink
 
 
@@ -182,7 +182,7 @@ def test_replace_swaps_in_only_when_the_run_succeeds(tmp_path: Path) -> None:
     assert [r["trade_id"] for r in rows(tmp_path, "SELECT trade_id FROM trades")] == ["T1", "T2"]
     failed.close(False)
     assert [r["trade_id"] for r in rows(tmp_path, "SELECT trade_id FROM trades")] == ["T1", "T2"]
-    assert tables(tmp_path) == ["trades"]
+    assert tables(tmp_path) == ["trades", "trades__staging"]  # kept for --resume; a fresh run drops it
     run(sqlite(mode="replace"), tmp_path, frame(trade("T3")), run_id="run-3")
     assert [r["trade_id"] for r in rows(tmp_path, "SELECT trade_id FROM trades")] == ["T3"]
     assert tables(tmp_path) == ["trades"]

@@ -48,6 +48,18 @@ class AuditLog:
         except OSError as exc:
             raise AuditError(f"cannot append to the audit log {self.path}: {exc}") from exc
 
+    def last(self) -> tuple[int, str] | None:
+        """The seq and hash of the last entry (None for an empty or missing log): what a run
+        records in run_results.json, so that entries cut from the end can be noticed."""
+        try:
+            with open(self.path, "rb") as handle, _locked(handle):
+                seq, last_hash, _ = _tail(handle, self.path, repair=False)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise AuditError(f"cannot read the audit log {self.path}: {exc}") from exc
+        return (seq, last_hash) if seq else None
+
     def _append(self, run_id: str, pipeline: str, events: Sequence[Event]) -> list[dict[str, Any]]:
         created = not self.path.exists()
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -64,7 +76,7 @@ class AuditLog:
             handle.flush()
             os.fsync(handle.fileno())
         if created:
-            _fsync_directory(self.path.parent)
+            fsync_directory(self.path.parent)
         return entries
 
 
@@ -80,11 +92,12 @@ def _locked(handle: IO[bytes]) -> Iterator[None]:
         fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
-def _tail(handle: IO[bytes], path: Path) -> tuple[int, str, dict[str, Any] | None]:
+def _tail(handle: IO[bytes], path: Path, repair: bool = True) -> tuple[int, str, dict[str, Any] | None]:
     """The last entry's seq and hash; a torn last line (a crash mid-append) is cut off and reported.
 
     The torn bytes were never a complete entry (the append that wrote them did not return), so
-    they are removed, and the next entry, ``log_recovered``, records their size and hash.
+    they are removed (``repair``; a reader only skips them), and the next entry,
+    ``log_recovered``, records their size and hash.
     """
     size = handle.seek(0, os.SEEK_END)
     if size == 0:
@@ -92,7 +105,8 @@ def _tail(handle: IO[bytes], path: Path) -> tuple[int, str, dict[str, Any] | Non
     end, text = _last_line(handle, size)
     recovered = None
     if not text.endswith(b"\n"):
-        os.ftruncate(handle.fileno(), end)
+        if repair:
+            os.ftruncate(handle.fileno(), end)
         recovered = {"dropped_bytes": len(text), "dropped_sha256": sha256_hex(text)}
         if end == 0:
             return 0, GENESIS, recovered
@@ -119,7 +133,7 @@ def _last_line(handle: IO[bytes], size: int) -> tuple[int, bytes]:
     return 0, data
 
 
-def _fsync_directory(folder: Path) -> None:
+def fsync_directory(folder: Path) -> None:
     """Make the new file's directory entry durable too (POSIX; a no-op where unsupported)."""
     with contextlib.suppress(OSError):
         fd = os.open(folder, os.O_RDONLY)

@@ -4,8 +4,9 @@ What a broken chain means, line by line: an entry whose content does not match i
 edited; a gap in ``seq`` is a deletion; an entry that the next one skips over (its ``prev`` points
 further back) was inserted; entries that chain correctly once sorted by ``seq`` were reordered; an
 incomplete last line is an append cut short (a crash), not tampering, and is reported as such.
-A chain alone cannot tell that the newest entries were removed from the end: compare the last
-hash with one kept elsewhere for that.
+A chain alone cannot tell that the newest entries were removed from the end: an ``Expectation``
+(the last entry a run recorded in run_results.json, or a hash kept elsewhere) can. With a
+``BodyStore``, every body an entry says was kept is read back and hashed.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from etrmflow.audit.bodies import BodyStore, file_sha256
 from etrmflow.audit.chain import GENESIS, entry_hash
 
 _REQUIRED = {"seq": int, "ts": str, "run_id": str, "pipeline": str, "event": str, "prev": str, "hash": str}
@@ -28,7 +30,8 @@ class Problem:
     line: int
     seq: int | None
     kind: str
-    """``edited``, ``deleted``, ``inserted``, ``reordered``, ``broken``, ``malformed`` or ``truncated``."""
+    """``edited``, ``deleted``, ``inserted``, ``reordered``, ``broken``, ``malformed``, ``truncated``,
+    ``body missing`` or ``body changed``."""
     message: str
 
     def __str__(self) -> str:
@@ -51,28 +54,95 @@ class Row:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Expectation:
+    """The last entry the log had when it was recorded elsewhere: the log must still hold it."""
+
+    last_hash: str
+    entries: int | None = None
+    """Its seq, when known (run_results.json records it)."""
+    source: str = "--expect-last"
+    """Where the expectation comes from, for messages."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Verdict:
     """The result of checking one log file."""
 
     path: Path
     entries: tuple[dict[str, Any], ...]
     problems: tuple[Problem, ...]
+    bodies_checked: int = 0
+    """Kept bodies read back and found matching their hash (with a ``BodyStore``)."""
 
     @property
     def intact(self) -> bool:
         return not self.problems
 
 
-def verify(path: Path) -> Verdict:
-    """Check the whole chain of ``path``; OSError if it cannot be read."""
-    rows, problems = parse(path.read_bytes())
+def verify(path: Path, *, expect: Expectation | None = None, bodies: BodyStore | None = None) -> Verdict:
+    """Check the whole chain of ``path`` (and the expected last entry, and kept bodies); OSError
+    if the log cannot be read."""
+    data = path.read_bytes()
+    rows, problems = parse(data)
     problems += [Problem(line=r.line, seq=r.seq, kind="edited", message="the entry does not match its hash: "
                          "it was changed after it was written") for r in rows if entry_hash(r.entry) != r.entry["hash"]]
     problems += _chain(rows)
+    if expect is not None:
+        problems += _expected_end(rows, expect, data.count(b"\n") + 1)
+    checked = 0
+    if bodies is not None:
+        body_problems, checked = _bodies(rows, bodies)
+        problems += body_problems
     return Verdict(path=path, entries=tuple(r.entry for r in rows),
-                   problems=tuple(sorted(problems, key=lambda p: p.line)))
+                   problems=tuple(sorted(problems, key=lambda p: p.line)), bodies_checked=checked)
 
 
+def _expected_end(rows: list[Row], expect: Expectation, after: int) -> list[Problem]:
+    """A problem if the entry ``expect`` names is gone: entries were cut from the end."""
+    found = next((row for row in rows if row.entry["hash"] == expect.last_hash), None)
+    if found is not None and (expect.entries is None or found.seq == expect.entries):
+        return []
+    last = max((row.seq for row in rows), default=0)
+    recorded = f"{expect.source} names the entry with hash {expect.last_hash}" + (
+        f" (seq {expect.entries})" if expect.entries is not None else "")
+    if expect.entries is not None and last < expect.entries:
+        gap = f"seq {last + 1}" if expect.entries == last + 1 else f"seq {last + 1} to {expect.entries}"
+        return [Problem(line=after, seq=last + 1, kind="deleted", message=(
+            f"{gap} missing at the end of the log: {recorded}, but the log ends at seq {last}; "
+            f"entries were cut from its end"))]
+    return [Problem(line=after, seq=None, kind="deleted", message=(
+        f"{recorded}, which the log does not hold: entries were cut from its end, or it was "
+        f"rewritten after that"))]
+
+
+def _bodies(rows: list[Row], store: BodyStore) -> tuple[list[Problem], int]:
+    """Every kept body, read back (once per hash): present, and hashing to what its entry says."""
+    problems: list[Problem] = []
+    found: dict[str, str | None] = {}
+    for row in rows:
+        kept = row.entry.get("kept_sha256") if row.entry["event"] == "page_fetched" else None
+        if not isinstance(kept, str):
+            continue
+        if kept not in found:
+            found[kept] = _body_problem(store, kept)
+        if found[kept] is not None:
+            kind, message = str(found[kept]).split(": ", 1)
+            problems.append(Problem(line=row.line, seq=row.seq, kind=kind, message=message))
+    return problems, sum(1 for problem in found.values() if problem is None)
+
+
+def _body_problem(store: BodyStore, kept: str) -> str | None:
+    """``kind: message`` of what is wrong with the kept body ``kept``; None if it is intact."""
+    path = store.path(kept)
+    try:
+        actual = file_sha256(path)
+    except FileNotFoundError:
+        return f"body missing: the kept body {path} is not there"
+    except OSError as exc:
+        return f"body missing: the kept body {path} cannot be read: {exc.strerror or exc}"
+    if actual != kept:
+        return f"body changed: the kept body {path} hashes to {actual}: it was changed after it was written"
+    return None
 def parse(data: bytes) -> tuple[list[Row], list[Problem]]:
     """Every well-formed entry with its line number, and a problem for every other line."""
     lines = data.split(b"\n")

@@ -21,6 +21,7 @@ from etrmflow.config.project import (
     find_project_root,
     open_project,
 )
+from etrmflow.config.settings import project_settings
 from etrmflow.errors import ConfigError, ConfigIssue, ExitCode, IssueCollector, Location
 from etrmflow.plan import Plan
 from etrmflow.results import Status
@@ -149,10 +150,14 @@ def compile_command(state: State, pipelines: tuple[Path, ...], vars_text: str | 
               help="Run up to N pipelines at the same time.")
 @click.option("--progress-interval", default=10.0, show_default=True, type=click.FloatRange(min=0),
               metavar="SECONDS", help="Off a terminal, log a progress line per pipeline this often; 0: no progress.")
+@click.option("--keep-bodies/--no-keep-bodies", default=None,
+              help="Keep every page's raw response body in target/bodies, by SHA-256, as audit evidence "
+                   "(default: keep_bodies in etrmflow.yml, else off).")
 @_select
 @click.pass_obj
 def run(state: State, pipelines: tuple[Path, ...], vars_text: str | None, target_dir: Path | None,
-        resume: bool, dry_run: bool, threads: int, progress_interval: float, selectors: tuple[str, ...]) -> int:
+        resume: bool, dry_run: bool, threads: int, progress_interval: float, keep_bodies: bool | None,
+        selectors: tuple[str, ...]) -> int:
     """Fetch, validate, transform and load. Writes target/plan.json and target/run_results.json."""
     from etrmflow.engine.runner import RunOptions, run_plan
     from etrmflow.secrets import SecretStore
@@ -166,7 +171,10 @@ def run(state: State, pipelines: tuple[Path, ...], vars_text: str | None, target
         click.echo(asyncio.run(describe_first_requests(plan, project.registry, secrets)))
         return ExitCode.OK
     display = choose_display(sys.stderr, os.environ, state.log_format, progress_interval)
-    options = RunOptions(secrets=secrets, run_id=state.run_id, resume=resume, threads=threads, on_progress=display)
+    if keep_bodies is None:
+        keep_bodies = bool(project_settings(project.root).get("keep_bodies", False))
+    options = RunOptions(secrets=secrets, run_id=state.run_id, resume=resume, threads=threads, on_progress=display,
+                         keep_bodies=keep_bodies)
     with showing(display):
         results = asyncio.run(run_plan(plan, project.registry, options))
     results.exit_code = max((result.exit_code or ExitCode.RUN_FAILED for result in results.pipelines

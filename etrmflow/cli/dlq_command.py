@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -114,9 +115,12 @@ def replay(state: State, pipeline: Path, dry_run: bool, vars_text: str | None, t
     """Re-validate open dead letters with the current contract and load those that now pass."""
     from etrmflow.dlq import replay as replay_letters
     from etrmflow.dlq import summary
+    from etrmflow.secrets import SecretStore
 
     project, plan, compiled = _plan(state, pipeline, vars_text, target_dir)
-    result = replay_letters(plan, compiled, project.registry, run_id=state.run_id, dry_run=dry_run)
+    secrets = SecretStore(environ=os.environ, defaults=project.secret_defaults)  # as a run's sinks get them
+    result = replay_letters(plan, compiled, project.registry, run_id=state.run_id, dry_run=dry_run,
+                            secrets=secrets)
     click.echo(summary(result))
     if not dry_run:
         path = project.target_dir / RESULTS_FILE

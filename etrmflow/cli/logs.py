@@ -1,4 +1,9 @@
-"""Logging for the command line: readable by default, JSON for machines, secrets always masked."""
+"""Logging for the command line: readable by default, JSON for machines, secrets always masked.
+
+A JSON line has ``ts`` (UTC, ending in ``Z``), ``level``, ``logger``, ``run_id``, ``event`` (the
+message) and the record's extra fields; a line logged while a vendor request is in flight also has
+its ``correlation_id`` (the ``X-Request-ID`` it was sent with) and the ``pipeline``.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import logging
 import sys
 from datetime import datetime, timezone
 
+from etrmflow.engine.context import ContextFilter
 from etrmflow.secrets import RedactingFilter
 
 _RESERVED = set(vars(logging.makeLogRecord({})))
@@ -28,6 +34,7 @@ class JsonFormatter(logging.Formatter):
 def configure_logging(*, level: str, fmt: str, run_id: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(RedactingFilter())
+    handler.addFilter(ContextFilter())
     if fmt == "json":
         handler.setFormatter(JsonFormatter(run_id))
     else:

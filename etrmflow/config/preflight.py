@@ -32,7 +32,7 @@ def check_secrets(pipelines: list[ResolvedPipeline], store: SecretStore) -> None
     issues: list[ConfigIssue] = []
     seen: set[tuple[str, KeyPath, str]] = set()
     for resolved in pipelines:
-        for loaded in (resolved.connector, resolved.pipeline):
+        for loaded in (resolved.connector, resolved.pipeline, *resolved.sink_connectors.values()):
             issues.extend(missing_secrets(loaded, store, seen))
     if issues:
         raise SecretMissing(issues)

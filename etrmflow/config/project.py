@@ -29,7 +29,7 @@ from etrmflow.config.settings import (
     plain_vars,
     project_settings,
 )
-from etrmflow.config.yamlfile import YamlDocument, load_yaml
+from etrmflow.config.yamlfile import YamlDocument, format_key_path, load_yaml
 from etrmflow.errors import ConfigError, ConfigIssue, IssueCollector, Location
 from etrmflow.plugins import Registry
 
@@ -52,6 +52,8 @@ class ResolvedPipeline:
     pipeline: Loaded
     connector: Loaded
     contract: Loaded
+    sink_connectors: dict[str, Loaded] = field(default_factory=dict)
+    """The connectors the sinks write to (``Sink.connector_option``), by name."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -132,25 +134,45 @@ class Project:
         contract = self._reference(pipeline, ("contract",), "contracts", "contract", issues)
         if connector is not None:
             _check_stream_reference(pipeline, connector, issues)
+        sink_connectors = self._sink_connectors(pipeline, issues)
         issues.raise_if_any()
         assert connector is not None and contract is not None
-        return ResolvedPipeline(pipeline=pipeline, connector=connector, contract=contract)
+        return ResolvedPipeline(pipeline=pipeline, connector=connector, contract=contract,
+                                sink_connectors=sink_connectors)
+
+    def _sink_connectors(self, pipeline: Loaded, issues: IssueCollector) -> dict[str, Loaded]:
+        """The connectors that sinks name in their ``connector_option``, loaded and checked."""
+        found: dict[str, Loaded] = {}
+        blocks = pipeline.data.get("sinks")
+        for index, block in enumerate(blocks if isinstance(blocks, list) else []):
+            kind = block.get("type") if isinstance(block, Mapping) else None
+            cls = self.registry.get(Kind.SINK, kind) if isinstance(kind, str) else None
+            option = getattr(cls, "connector_option", None)
+            if option is None or not isinstance(block.get(option), str):
+                continue  # not a sink that writes to a connector, or the options check reports it
+            loaded = self._reference(pipeline, ("sinks", index, option), "connectors", "connector", issues)
+            if loaded is not None:
+                found[block[option]] = loaded
+        return found
 
     def _loaded(self, result: _Result, issues: IssueCollector) -> Loaded | None:
         issues.extend(result.issues)
         return result.loaded
 
-    def _reference(self, pipeline: Loaded, key: tuple[str, ...], folder: str, schema: str,
+    def _reference(self, pipeline: Loaded, key: tuple[str | int, ...], folder: str, schema: str,
                    issues: IssueCollector) -> Loaded | None:
         value: Any = pipeline.data
         for part in key:
-            value = value.get(part) if isinstance(value, Mapping) else None
+            if isinstance(value, list) and isinstance(part, int):
+                value = value[part] if part < len(value) else None
+            else:
+                value = value.get(part) if isinstance(value, Mapping) else None
         if not isinstance(value, str):
             return None  # missing or not a name: the pipeline schema check said so
         path = self.find(folder, value)
         if path is None:
             hint = did_you_mean(value, self.names(folder)) or f"there are no {schema} files yet"
-            issues.add(pipeline.document.locate(key), ".".join(key),
+            issues.add(pipeline.document.locate(key), format_key_path(key),
                        f"no {schema} named '{value}' in {self.display(self.root / folder)}/", hint)
             return None
         result = self.load(path, schema)

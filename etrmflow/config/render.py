@@ -78,8 +78,15 @@ def request_time_allowed(path: KeyPath) -> bool:
     return path[:2] == ("source", "params")
 
 
+SINK_SECRET_OPTIONS = frozenset({"dsn", "password"})
+"""Sink options whose secret markers the sink resolves when it connects (the postgres sink)."""
+
+
 def secret_allowed(path: KeyPath) -> bool:
-    """Whether the engine resolves secret markers in the value at ``path`` (a request part)."""
+    """Whether the engine resolves secret markers in the value at ``path`` (a request part,
+    or a sink's connection options)."""
+    if len(path) == 3 and path[0] == "sinks" and path[2] in SINK_SECRET_OPTIONS:
+        return True
     return path[:1] in (("auth",), ("base_url",)) or request_time_allowed(path)
 
 

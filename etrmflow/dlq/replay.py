@@ -6,6 +6,10 @@ opened, written batch by batch and closed as in a run. Letters are resolved only
 sink closed successfully, so a failure leaves them open and a later replay writes the same
 batches (same ids, upserts) again. Resolved letters are never replayed: a second replay does
 nothing.
+
+A replay (not a dry run) appends to the project's audit log, in the same chain as the runs:
+``replay_started``, a ``batch_written`` per batch and sink, ``letters_resolved`` and
+``replay_finished``.
 """
 
 from __future__ import annotations
@@ -14,8 +18,10 @@ import hashlib
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from etrmflow.audit import AUDIT_LOG, AuditLog, events
 from etrmflow.clock import utc_timestamp
 from etrmflow.components import BatchInfo, DeadLetterSink, Sink, Violation
 from etrmflow.dlq.listing import key_values
@@ -27,6 +33,7 @@ from etrmflow.engine.runner import build_processor
 from etrmflow.errors import EtrmflowError, RunFailed, SinkError
 from etrmflow.plan import PipelinePlan, Plan
 from etrmflow.plugins import Registry
+from etrmflow.secrets import SecretStore
 
 log = logging.getLogger("etrmflow.dlq")
 
@@ -101,16 +108,49 @@ class _NoDeadLetters(DeadLetterSink):
         raise RunFailed("a replay does not write dead letters")  # pragma: no cover - never called
 
 
+class _Audit:
+    """The replay's entries in the project's audit log (none for a dry run)."""
+
+    def __init__(self, plan: Plan, pipeline: PipelinePlan, result: ReplayResult) -> None:
+        self.log = None if result.dry_run else AuditLog(Path(plan.target_dir) / AUDIT_LOG)
+        self.run_id = result.run_id
+        self.pipeline = pipeline.name
+        self.started = False
+
+    def begin(self, result: ReplayResult, records: int) -> None:
+        self.add(events.replay_started(dead_letter=result.dead_letter, letters=result.letters, records=records,
+                                       contract_version=result.contract_version))
+        self.started = self.log is not None
+
+    def add(self, *entries: events.Event) -> None:
+        if self.log is not None and entries:
+            self.log.append(run_id=self.run_id, pipeline=self.pipeline, events=list(entries))
+
+    def finish(self, result: ReplayResult) -> None:
+        if self.started:
+            self.add(events.replay_finished(
+                status="failed" if result.error else "success", valid=len(result.valid),
+                invalid=len(result.invalid), resolved=result.resolved, error_type=result.error_type,
+                error=result.error))
+
+
 def replay(plan: Plan, pipeline: PipelinePlan, registry: Registry, *, run_id: str,
-           dry_run: bool = False) -> ReplayResult:
-    """Replay the pipeline's open dead letters; never raises for a failed write (see ``error``)."""
+           dry_run: bool = False, secrets: SecretStore | None = None) -> ReplayResult:
+    """Replay the pipeline's open dead letters; never raises for a failed write (see ``error``).
+
+    ``secrets`` is the run's secret store: sinks that connect somewhere (a database password) need it."""
     store = open_store(plan, pipeline, run_id)
     contract = pipeline.contract
     result = ReplayResult(pipeline=pipeline.name, run_id=run_id, dry_run=dry_run, contract=contract.name,
                           contract_version=contract.version, dead_letter=store.describe(),
                           started_at=utc_timestamp())
+    audit = _Audit(plan, pipeline, result)
     try:
-        _replay(plan, pipeline, registry, store, result)
+        _replay(plan, pipeline, registry, store, result, audit, secrets)
+    except EtrmflowError as exc:
+        result.fail(exc, int(exc.exit_code))
+    try:
+        audit.finish(result)
     except EtrmflowError as exc:
         result.fail(exc, int(exc.exit_code))
     result.finished_at = utc_timestamp()
@@ -118,10 +158,11 @@ def replay(plan: Plan, pipeline: PipelinePlan, registry: Registry, *, run_id: st
 
 
 def _replay(plan: Plan, pipeline: PipelinePlan, registry: Registry, store: DeadLetterStore,
-            result: ReplayResult) -> None:
+            result: ReplayResult, audit: _Audit, secrets: SecretStore | None) -> None:
     todo = candidates(store.letters())
     result.letters = sum(len(c.letters) for c in todo)
-    built = build_processor(plan, pipeline, registry, result.run_id)
+    audit.begin(result, len(todo))
+    built = build_processor(plan, pipeline, registry, result.run_id, secrets=secrets)
     verdicts = _validate(built, [c.record for c in todo])
     key = pipeline.contract.primary_key
     result.invalid = [_outcome(c, key, found) for c, found in zip(todo, verdicts) if found]
@@ -132,8 +173,10 @@ def _replay(plan: Plan, pipeline: PipelinePlan, registry: Registry, store: DeadL
                       for b, g in batches]
     if result.dry_run or not batches:
         return
-    _load(built, batches, result)
+    _load(built, batches, result, audit)
     result.resolved = store.resolve(_resolutions(batches, result))
+    audit.add(events.letters_resolved(dead_letter=result.dead_letter, resolved=result.resolved,
+                                      batch_ids=[batch.batch_id for batch, _ in batches]))
 
 
 def _validate(processor: PageProcessor, records: list[Any]) -> list[list[Violation]]:
@@ -150,7 +193,8 @@ def _outcome(candidate: Candidate, key: Sequence[str], violations: Sequence[Viol
                          violations=tuple(violations), batch_id=batch_id)
 
 
-def _load(built: PageProcessor, batches: list[tuple[BatchInfo, list[Candidate]]], result: ReplayResult) -> None:
+def _load(built: PageProcessor, batches: list[tuple[BatchInfo, list[Candidate]]], result: ReplayResult,
+          audit: _Audit) -> None:
     kept = [sink for sink in built.sinks if not replaces_output(sink)]
     result.skipped_sinks = {sink.describe(): SNAPSHOT_NOTE for sink in built.sinks if replaces_output(sink)}
     if not kept:
@@ -163,9 +207,13 @@ def _load(built: PageProcessor, batches: list[tuple[BatchInfo, list[Candidate]]]
     ok = False
     try:
         loader.open()
+        sink_events = {sink.describe(): getattr(sink, "audit_event", "batch_written") for sink in kept}
         for batch, group in batches:
-            for sink, rows in loader.write([c.record for c in group], batch).items():
+            written = loader.write([c.record for c in group], batch)
+            for sink, rows in written.items():
                 result.sinks[sink] = result.sinks.get(sink, 0) + rows
+            audit.add(*events.sink_written(batch.batch_id, written, sink_events, records=len(group),
+                                           page_sha256=batch.page_sha256))
         ok = True
     finally:
         _close(loader, ok)

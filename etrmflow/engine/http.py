@@ -8,7 +8,6 @@ import hashlib
 import logging
 import ssl
 import time
-import uuid
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, ClassVar
 from zoneinfo import ZoneInfo
@@ -20,6 +19,7 @@ from jinja2 import TemplateError
 from etrmflow.clock import Clock, utc_timestamp
 from etrmflow.components import Auth, Page, Paginator, Request, Response, Transport
 from etrmflow.engine.breaker import BreakerBoard
+from etrmflow.engine.context import CORRELATION_ID, bound, new_correlation_id
 from etrmflow.engine.http_client import (
     NO_DATA,
     FetchCounters,
@@ -165,7 +165,8 @@ class HttpTransport(Transport):
         while request is not None:
             started = time.perf_counter()
             context = self._context(window, paginator, request, index, offset)
-            raw, body, attempts = await self.fetch(self._render(request, context), stream)
+            correlation = new_correlation_id()
+            raw, body, attempts = await self.fetch(self._render(request, context), stream, correlation)
             if body is NO_DATA:  # the vendor says there is nothing (more) here: an empty last page
                 records, following = [], None
             else:
@@ -178,7 +179,8 @@ class HttpTransport(Transport):
                        byte_count=len(raw.body), sha256=hashlib.sha256(raw.body).hexdigest(), records=records,
                        fetched_at=utc_timestamp(), elapsed_ms=(time.perf_counter() - started) * 1000,
                        attempts=attempts, next_request=following, offset=offset,
-                       window=window["index"] if window else None)
+                       window=window["index"] if window else None, correlation_id=correlation,
+                       body=raw.body if self.keep_bodies else None)
             request = following
             index += 1
             offset += len(records)
@@ -196,14 +198,24 @@ class HttpTransport(Transport):
             raise FatalFetchError(f"a request-time template of this stream failed: {exc}") from None
         return rendered
 
-    async def fetch(self, request: Request, stream: StreamPlan) -> tuple[RawResponse, Any, int]:
-        """Send with auth, retries and one credential refresh after a 401."""
+    async def fetch(self, request: Request, stream: StreamPlan,
+                    correlation: str | None = None) -> tuple[RawResponse, Any, int]:
+        """Send with auth, retries and one credential refresh after a 401. Every log line about
+        the request, and the error it may end with, carry its correlation id."""
+        correlation = correlation or new_correlation_id()
+        with bound(CORRELATION_ID, correlation):
+            try:
+                return await self._fetch(request, stream, correlation)
+            except FetchError as exc:
+                exc.correlation_id = correlation  # type: ignore[attr-defined]
+                raise
+
+    async def _fetch(self, request: Request, stream: StreamPlan, correlation: str) -> tuple[RawResponse, Any, int]:
         assert self.client is not None
         client = self.client
         timeout = aiohttp.ClientTimeout(total=stream.timeout.total, sock_connect=stream.timeout.connect,
                                         sock_read=stream.timeout.read)
         attempts = 0
-        correlation = uuid.uuid4().hex[:12]
         key_header = stream.idempotency_key_header
         safe_to_resend = True if key_header and request.method.upper() not in IDEMPOTENT_METHODS else None
         unauthorized = False

@@ -30,6 +30,7 @@ from etrmflow.components import (
 )
 from etrmflow.engine.drift import DriftCounter
 from etrmflow.engine.stages import StepChain
+from etrmflow.engine.staging import StagingPlace
 from etrmflow.engine.validation import validate_records
 from etrmflow.errors import RunFailed, SinkError
 from etrmflow.plan import PipelinePlan
@@ -65,13 +66,15 @@ class PageProcessor:
 
     def __init__(self, *, plan: PipelinePlan, run_id: str, vars: Mapping[str, Any],
                  validators: Sequence[Validator], transforms: Sequence[Transform],
-                 sinks: Sequence[Sink], dead_letter: DeadLetterSink, context: SinkContext) -> None:
+                 sinks: Sequence[Sink], dead_letter: DeadLetterSink, context: SinkContext,
+                 staging: StagingPlace | None = None) -> None:
         self.plan = plan
         self.run_id = run_id
         self.vars = vars
         self.validators = validators
         self.transforms = transforms
-        self.chain = StepChain(transforms)
+        # Without a staging place (a dead-letter replay), whole-dataset steps refuse to run.
+        self.chain = StepChain(transforms, staging=staging)
         self.sinks = sinks
         self.dead_letter = dead_letter
         self.context = context
@@ -82,6 +85,7 @@ class PageProcessor:
         """Seconds per stage, summed over the pages processed so far."""
 
     def open(self) -> None:
+        self.chain.open()
         self.dead_letter.open(self.context)
         for sink in self.sinks:
             sink.open(self.context)
@@ -91,7 +95,7 @@ class PageProcessor:
         for component in (*self.sinks, self.dead_letter):
             try:
                 component.close(ok)
-            except Exception as exc:  # close every sink even if one fails
+            except Exception as exc:  # noqa: BLE001 - close every sink even if one fails
                 errors.append(f"{component.describe()}: {exc}")
         if errors:
             raise SinkError("closing sinks failed: " + "; ".join(errors))
@@ -102,9 +106,11 @@ class PageProcessor:
         self._lap("validate", began)
         batch = BatchInfo(run_id=self.run_id, batch_id=batch_id(self.plan, self.vars, page),
                           page_sha256=page.sha256, pipeline=self.plan.name)
-        valid = [record for record, found in zip(page.records, verdicts) if not found]
-        letters = [self._letter(page, batch, record, found)
-                   for record, found in zip(page.records, verdicts) if found]
+        records = page.records
+        invalid = [row for row, found in enumerate(verdicts) if found]  # a few, usually
+        valid = [record for record, found in zip(records, verdicts) if not found] if invalid else list(records)
+        quarantined_at = utc_timestamp()
+        letters = [self._letter(page, batch, records[row], verdicts[row], quarantined_at) for row in invalid]
         began = time.perf_counter()
         new_letters = self.dead_letter.write(letters) if letters else 0
         self._lap("quarantine", began)
@@ -132,11 +138,17 @@ class PageProcessor:
         return self._write_ready(ready, began)
 
     def finish(self) -> dict[str, int]:
-        """After the last page: write what whole-dataset steps held back until now."""
+        """After the last page: write what whole-dataset steps held back until now, one chunk
+        at a time (never the whole output in memory)."""
+        written = {sink.describe(): 0 for sink in self.sinks}
         began = time.perf_counter()
-        ready = list(self.chain.finish())
-        began = self._lap("transform", began)
-        return self._write_ready(ready, began)
+        for frame, batch in self.chain.finish():
+            began = self._lap("transform", began)
+            for sink in self.sinks:
+                written[sink.describe()] += sink.write(frame, batch)
+            began = self._lap("write", began)
+        self._lap("transform", began)
+        return written
 
     def _write_ready(self, ready: list[tuple[pd.DataFrame, BatchInfo]], began: float) -> dict[str, int]:
         written = {sink.describe(): 0 for sink in self.sinks}
@@ -152,10 +164,11 @@ class PageProcessor:
         self.timings[stage] = self.timings.get(stage, 0.0) + now - began
         return now
 
-    def _letter(self, page: Page, batch: BatchInfo, record: Any, found: list[Violation]) -> DeadLetter:
+    def _letter(self, page: Page, batch: BatchInfo, record: Any, found: list[Violation],
+                quarantined_at: str) -> DeadLetter:
         contract = self.plan.contract
         return DeadLetter(
             record=record, violations=tuple(found), contract=contract.name, contract_version=contract.version,
             connector=page.connector, stream=page.stream, page=page.index, request_url=page.url,
             run_id=self.run_id, batch_id=batch.batch_id, page_sha256=page.sha256,
-            record_sha256=record_sha256(record), quarantined_at=utc_timestamp())
+            record_sha256=record_sha256(record), quarantined_at=quarantined_at)

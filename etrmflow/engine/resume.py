@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 from etrmflow.audit import AuditLog, events
+from etrmflow.audit.bodies import BodyStore, Kept
 from etrmflow.components import Page
 from etrmflow.engine.checkpoint import Checkpoint, request_from_dict
 from etrmflow.engine.processing import PageOutcome, PageProcessor, batch_id
@@ -42,32 +43,56 @@ def starting_point(checkpoint: Checkpoint, options: Any, result: PipelineResult)
 
 
 class Committer:
-    """Process a page, then record durably that the walk may continue after it."""
+    """Process a page, then record durably that the walk may continue after it.
+
+    With a ``BodyStore``, the page's raw body is kept first, so the entry that names it never
+    precedes it on disk."""
 
     def __init__(self, processor: PageProcessor, checkpoint: Checkpoint, run_id: str,
-                 audit: AuditLog | None = None) -> None:
+                 audit: AuditLog | None = None, bodies: BodyStore | None = None) -> None:
         self.processor = processor
         self.checkpoint = checkpoint
         self.run_id = run_id
         self.audit = audit
+        self.bodies = bodies
+        self.sink_events = sink_events(processor)
+        self._warned_no_body = False
 
     def commit(self, page: Page) -> PageOutcome:
+        fetched = events.page_fetched(page, self._keep_body(page))
         try:
             outcome = self.processor.process(page)
         except Exception:
-            self._audit([events.page_fetched(page)])  # what the vendor sent, even if processing failed
+            self._audit([fetched])  # what the vendor sent, even if processing failed
             raise
         # Evidence before the checkpoint: a crash in between repeats the page, never loses its entries.
-        self._audit([events.page_fetched(page), *events.page_processed(
-            batch_id(self.processor.plan, self.processor.vars, page), outcome, self.processor.dead_letter.describe())])
+        self._audit([fetched, *events.page_processed(
+            batch_id(self.processor.plan, self.processor.vars, page), outcome, self.processor.dead_letter.describe(),
+            self.sink_events)])
         self.checkpoint.save(run_id=self.run_id, next_request=page.next_request, pages_done=page.index + 1,
                              offset=page.offset + len(page.records), window=page.window,
                              window_label=page.partition or None)
         return outcome
 
+    def _keep_body(self, page: Page) -> Kept | None:
+        if self.bodies is None:
+            return None
+        if page.body is None:
+            if not self._warned_no_body:
+                self._warned_no_body = True
+                log.warning("%s: the transport of connector %s does not hand over raw bodies, so none are "
+                            "kept", self.processor.plan.name, page.connector)
+            return None
+        return self.bodies.keep(page.body, page.sha256)
+
     def _audit(self, entries: list[events.Event]) -> None:
         if self.audit is not None:
             self.audit.append(run_id=self.run_id, pipeline=self.processor.plan.name, events=entries)
+
+
+def sink_events(processor: PageProcessor) -> dict[str, str]:
+    """Each sink's audit event (``batch_written``, or ``batch_posted`` for a sink that posts)."""
+    return {sink.describe(): getattr(sink, "audit_event", "batch_written") for sink in processor.sinks}
 
 
 def finish_checkpoint(checkpoint: Checkpoint, result: PipelineResult, ok: bool) -> None:

@@ -18,14 +18,24 @@ from typing import Any
 
 from etrmflow import __version__
 from etrmflow.audit import AUDIT_LOG, AuditLog, events
+from etrmflow.audit.bodies import BODIES, BodyStore
 from etrmflow.clock import Clock, utc_timestamp
 from etrmflow.components import Kind, Page, SinkContext
 from etrmflow.engine.breaker import BreakerBoard
 from etrmflow.engine.checkpoint import Checkpoint
-from etrmflow.engine.ratelimit import RateLimiter
-from etrmflow.engine.validation import build_component, build_validators, contract_info
+from etrmflow.engine.collector import fewer_collections
+from etrmflow.engine.connections import connector_transport, sink_connectors
+from etrmflow.engine.context import PIPELINE
 from etrmflow.engine.processing import PageOutcome, PageProcessor
-from etrmflow.engine.resume import Committer, finish_checkpoint, starting_point
+from etrmflow.engine.ratelimit import RateLimiter
+from etrmflow.engine.resume import (
+    Committer,
+    finish_checkpoint,
+    sink_events,
+    starting_point,
+)
+from etrmflow.engine.staging import StagingPlace
+from etrmflow.engine.validation import build_component, build_validators, contract_info
 from etrmflow.errors import EtrmflowError, ExitCode, RunFailed
 from etrmflow.plan import PipelinePlan, Plan
 from etrmflow.plugins import Registry
@@ -52,6 +62,9 @@ class RunOptions:
     """Pipelines run at the same time (each keeps its own worker thread)."""
     on_progress: Callable[[Progress], None] | None = None
     """Called on the event loop after each page and once when a pipeline ends; must be quick."""
+    keep_bodies: bool = False
+    """Keep every page's raw response body in ``<target>/bodies`` (content-addressed), as
+    evidence that reproduces the page byte for byte."""
 
 
 def new_results(run_id: str) -> RunResults:
@@ -61,6 +74,11 @@ def new_results(run_id: str) -> RunResults:
 async def run_plan(plan: Plan, registry: Registry, options: RunOptions) -> RunResults:
     """Run the plan's pipelines, up to ``options.threads`` at a time; results keep the plan's
     order. Never raises for a failed pipeline."""
+    with fewer_collections():
+        return await _run_plan(plan, registry, options)
+
+
+async def _run_plan(plan: Plan, registry: Registry, options: RunOptions) -> RunResults:
     results = new_results(options.run_id)
     if options.threads <= 1:  # strictly one after another: a later pipeline sees the breakers as left
         for pipeline in plan.pipelines:
@@ -74,11 +92,26 @@ async def run_plan(plan: Plan, registry: Registry, options: RunOptions) -> RunRe
 
         results.pipelines.extend(await asyncio.gather(*(limited(p) for p in plan.pipelines)))
     results.finished_at = utc_timestamp()
+    results.audit = audit_summary(Path(plan.target_dir))
     return results
 
 
+def audit_summary(target_dir: Path) -> dict[str, Any] | None:
+    """Where the audit log is and its last entry when the run ended (None if there is none):
+    recorded in run_results.json, it shows whether entries were later cut from the log's end."""
+    try:
+        last = AuditLog(target_dir / AUDIT_LOG).last()
+    except EtrmflowError as exc:
+        log.warning("%s", exc)
+        return None
+    if last is None:
+        return None
+    return {"path": AUDIT_LOG, "entries": last[0], "last_hash": last[1]}
+
+
 def build_processor(plan: Plan, pipeline: PipelinePlan, registry: Registry, run_id: str,
-                    resume: bool = False, secrets: SecretStore | None = None) -> PageProcessor:
+                    resume: bool = False, secrets: SecretStore | None = None,
+                    clock: Clock | None = None) -> PageProcessor:
     validators = build_validators(pipeline.contract, registry, plan.project_root)
     transforms = [build_component(registry, Kind.TRANSFORM, c, project_dir=plan.project_root)
                   for c in pipeline.transforms]
@@ -86,27 +119,28 @@ def build_processor(plan: Plan, pipeline: PipelinePlan, registry: Registry, run_
     dead_letter = build_component(registry, Kind.DEAD_LETTER, pipeline.dead_letter)
     context = SinkContext(pipeline=pipeline.name, run_id=run_id, contract=contract_info(pipeline.contract),
                           project_dir=plan.project_root, target_dir=plan.target_dir, resume=resume,
-                          secrets=secrets)
+                          secrets=secrets, connectors=sink_connectors(
+                              pipeline, registry, secrets=secrets or SecretStore(), clock=clock or Clock(),
+                              vars=plan.vars))
+    staging = StagingPlace(folder=Path(plan.target_dir) / "state", pipeline=pipeline.name, run_id=run_id,
+                           resume=resume, checkpoint=Checkpoint(plan.target_dir, pipeline).path)
     return PageProcessor(plan=pipeline, run_id=run_id, vars=plan.vars, validators=validators,
-                         transforms=transforms, sinks=sinks, dead_letter=dead_letter, context=context)
+                         transforms=transforms, sinks=sinks, dead_letter=dead_letter, context=context,
+                         staging=staging)
 
 
 def build_transport(plan: Plan, pipeline: PipelinePlan, registry: Registry, options: RunOptions) -> Any:
     connector = pipeline.connector
-    auth = build_component(registry, Kind.AUTH, connector.auth, clock=options.clock)
-    cls = registry.get(Kind.TRANSPORT, connector.type)
-    if cls is None:
-        raise EtrmflowError(f"no transport type '{connector.type}' is registered")
     quota = options.quotas.setdefault(connector.name, RateLimiter(list(connector.rate_limit), options.clock))
     breakers = options.breakers.setdefault(connector.name, BreakerBoard(options.clock))
-    return cls({}, connector=connector, auth=auth, secrets=options.secrets, clock=options.clock,
-               vars=plan.vars, paginator_factory=lambda c: build_component(registry, Kind.PAGINATOR, c),
-               quota=quota, breakers=breakers)
+    return connector_transport(registry, connector, secrets=options.secrets, clock=options.clock, vars=plan.vars,
+                               quota=quota, breakers=breakers)
 
 
 async def run_pipeline(plan: Plan, pipeline: PipelinePlan, registry: Registry, options: RunOptions) -> PipelineResult:
     result = PipelineResult(name=pipeline.name, run_id=options.run_id, started_at=utc_timestamp())
     started = time.perf_counter()
+    named = PIPELINE.set(pipeline.name)  # log lines about this pipeline's requests say so
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"etrmflow-{pipeline.name}")
     loop = asyncio.get_running_loop()
     checkpoint = Checkpoint(plan.target_dir, pipeline)
@@ -119,14 +153,16 @@ async def run_pipeline(plan: Plan, pipeline: PipelinePlan, registry: Registry, o
         audit = AuditLog(Path(plan.target_dir) / AUDIT_LOG)
         await _audit(executor, audit, result, events.run_started(resumed_from_page=result.resumed_from_page))
         processor = build_processor(plan, pipeline, registry, result.run_id, resume=start is not None,
-                                    secrets=options.secrets)
+                                    secrets=options.secrets, clock=options.clock)
         result.dead_letter = processor.dead_letter.describe()
         await loop.run_in_executor(executor, processor.open)
         transport = build_transport(plan, pipeline, registry, options)
+        transport.keep_bodies = options.keep_bodies
+        bodies = BodyStore(Path(plan.target_dir) / BODIES) if options.keep_bodies else None
         transitions = getattr(getattr(transport, "breakers", None), "transitions", [])
         earlier = len(transitions)  # the board is shared with earlier pipelines of the run
         try:
-            await _stream_pages(transport, pipeline, Committer(processor, checkpoint, result.run_id, audit),
+            await _stream_pages(transport, pipeline, Committer(processor, checkpoint, result.run_id, audit, bodies),
                                 executor, result, start,
                                 lambda: _report(options, result, transport, started))
         finally:
@@ -138,7 +174,10 @@ async def run_pipeline(plan: Plan, pipeline: PipelinePlan, registry: Registry, o
                 for t in transitions[earlier:]]
         _check_accounting(result)
         _check_thresholds(pipeline, result)
-        _add_written(result, await loop.run_in_executor(executor, processor.finish))
+        held_back = await loop.run_in_executor(executor, processor.finish)
+        _add_written(result, held_back)
+        result.steps = processor.chain.counters()
+        await _audit(executor, audit, result, *events.dataset_written(held_back, sink_events(processor)))
         ok = True
     except EtrmflowError as exc:
         _fail(result, exc)
@@ -153,10 +192,13 @@ async def run_pipeline(plan: Plan, pipeline: PipelinePlan, registry: Registry, o
             await _audit_finish(executor, audit, result)
         executor.shutdown(wait=True)
         finish_checkpoint(checkpoint, result, ok)
+        if processor is not None:
+            processor.chain.close()  # after the checkpoint: staging lives as long as one refers to it
         result.finished_at = utc_timestamp()
         result.duration_s = round(time.perf_counter() - started, 3)
         _finish_timings(result, processor.timings if processor is not None else {})
         _report(options, result, transport, started, done=True)
+        PIPELINE.reset(named)
     return result
 
 
@@ -190,16 +232,19 @@ def _finish_timings(result: PipelineResult, processing: dict[str, float]) -> Non
 
 
 async def _audit(executor: ThreadPoolExecutor, audit: AuditLog, result: PipelineResult,
-                 event: events.Event) -> None:
+                 *entries: events.Event) -> None:
     """Append in the worker thread: an fsync must never stall the event loop's fetches."""
-    append = functools.partial(audit.append, run_id=result.run_id, pipeline=result.name, events=[event])
+    if not entries:
+        return
+    append = functools.partial(audit.append, run_id=result.run_id, pipeline=result.name, events=list(entries))
     await asyncio.get_running_loop().run_in_executor(executor, append)
 
 
 async def _audit_finish(executor: ThreadPoolExecutor, audit: AuditLog, result: PipelineResult) -> None:
     try:
         await _audit(executor, audit, result, events.run_finished(
-            status=str(result.status), counts=dataclasses.asdict(result.counts), error_type=result.error_type))
+            status=str(result.status), counts=dataclasses.asdict(result.counts), error_type=result.error_type,
+            error=result.error))
     except EtrmflowError as exc:
         _fail(result, exc)
 
@@ -210,8 +255,10 @@ def _fail(result: PipelineResult, exc: BaseException) -> None:
         result.error = redact(str(exc))
         result.error_type = type(exc).__name__
         result.exit_code = int(getattr(exc, "exit_code", ExitCode.RUN_FAILED))
-        log.error("pipeline %s failed: %s", result.name, result.error,
-                  extra={"pipeline": result.name, "error_type": result.error_type})
+        extra = {"pipeline": result.name, "error_type": result.error_type}
+        if getattr(exc, "correlation_id", None):  # the request that failed (see etrmflow.engine.http)
+            extra["correlation_id"] = exc.correlation_id  # type: ignore[attr-defined]
+        log.error("pipeline %s failed: %s", result.name, result.error, extra=extra)
 
 
 _DONE = object()
@@ -278,7 +325,7 @@ def _add(result: PipelineResult, page: Page, outcome: PageOutcome) -> None:
                         "page %d)", result.name, name, page.index, extra={"pipeline": result.name})
         result.drift[name] = result.drift.get(name, 0) + records
     log.debug("page %d of %s: %d records, %d quarantined", page.index, page.stream, outcome.fetched,
-              outcome.quarantined)
+              outcome.quarantined, extra={"pipeline": result.name, "correlation_id": page.correlation_id or None})
 
 
 def _add_written(result: PipelineResult, written: dict[str, int]) -> None:

@@ -35,6 +35,8 @@ class SandboxConfig:
     token_ttl: float = 3600.0
     """Seconds an issued token stays valid, measured by ``clock``."""
     max_page_size: int = 1000
+    require_idempotency_key: bool = False
+    """Refuse (400) a settlement-instructions POST without an ``Idempotency-Key`` header."""
     faults: tuple[FaultRule, ...] = ()
     clock: Callable[[], float] = dataclasses.field(default=time.monotonic, compare=False, repr=False)
     """Seconds, monotonic; inject a fake one to expire tokens without waiting."""
@@ -79,7 +81,18 @@ class SandboxConfig:
         return cls(**{**values, **overrides})
 
 
-_FIELD_TYPES = {"seed": int, "trades": int, "settlements": int, "max_page_size": int, "token_ttl": float}
+def _boolean(raw: str) -> bool:
+    if raw.lower() in ("true", "1", "yes"):
+        return True
+    if raw.lower() in ("false", "0", "no"):
+        return False
+    raise ValueError(raw)
+
+
+_FIELD_TYPES: dict[str, Callable[[str], Any]] = {
+    "seed": int, "trades": int, "settlements": int, "max_page_size": int, "token_ttl": float,
+    "require_idempotency_key": _boolean}
+_EXPECTED = {int: "an integer", float: "a number", _boolean: "true or false"}
 
 
 def _convert(key: str, raw: str) -> Any:
@@ -87,5 +100,4 @@ def _convert(key: str, raw: str) -> Any:
     try:
         return kind(raw)
     except ValueError:
-        raise ValueError(f"sandbox URL key {key!r} must be {'an integer' if kind is int else 'a number'}, "
-                         f"got {raw!r}") from None
+        raise ValueError(f"sandbox URL key {key!r} must be {_EXPECTED[kind]}, got {raw!r}") from None

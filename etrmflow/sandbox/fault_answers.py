@@ -53,6 +53,11 @@ def _truncated(response: web.StreamResponse) -> web.Response:
 async def answer_with_fault(rule: FaultRule, request: web.Request, state: SandboxState,
                             proceed: Proceed) -> web.StreamResponse:
     kind = rule.kind
+    if kind.startswith("accept-"):
+        await proceed()  # served (a POST is booked), and then the answer is lost on its way
+        if kind == "accept-drop":
+            return _drop(request)
+        return json_response({"error": "service_unavailable"}, status=503, headers=_retry_after_headers(rule))
     if kind.startswith("429"):
         return json_response({"error": "rate_limited"}, status=429, headers=_retry_after_headers(rule))
     if kind in ("502", "503"):

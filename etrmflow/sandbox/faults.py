@@ -8,6 +8,7 @@ A rule is written compactly as ``KIND[:key=value,...]`` (``--fault``, ``fault=``
     429:at=3+7,retry_after=2          requests 3 and 7 answer 429 with Retry-After: 2
     drop:every=10,burst=2,times=4     requests 10, 11, 20, 21 lose their connection, then no more
     slow:delay=0.2,path=/api/v2/settlements*
+    accept-503:at=1                   request 1 is served (a POST is booked), then answered 503
 
 Each rule counts, in order, the data requests whose path it matches (``path`` is an fnmatch
 glob; the token and admin routes are never data requests). A rule fires on its triggers
@@ -25,11 +26,13 @@ from typing import Any
 
 FAULT_KINDS: tuple[str, ...] = (
     "429", "429-date", "429-bare", "503", "502", "slow", "drop", "expire-tokens", "malformed", "error-body",
+    "accept-503", "accept-drop",
 )
+"""``accept-*`` serve the request, then lose the answer: the client cannot tell whether it was applied."""
 SELECTION_KEYS: tuple[str, ...] = ("every", "at", "burst", "path", "times")
 # Keys that only make sense for some kinds.
 KIND_KEYS: dict[str, tuple[str, ...]] = {
-    "retry_after": ("429", "429-date", "503", "502"),
+    "retry_after": ("429", "429-date", "503", "502", "accept-503"),
     "delay": ("slow",),
 }
 DEFAULT_RETRY_AFTER = 1.0

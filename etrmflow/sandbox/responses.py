@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Hashable, Mapping
 from typing import Any
 
 import orjson
@@ -66,3 +67,35 @@ def date_param(request: web.Request, name: str) -> str | None:
         raise ApiError(400, "invalid_parameter", parameter=name,
                        message=f"{name} must be a date YYYY-MM-DD, got {raw!r}") from None
     return raw
+
+
+class FragmentCache:
+    """Serialised JSON by key, up to ``limit`` bytes, for data that never changes (the
+    generated records of a seed): a page asked for again is served without building it again.
+
+    Once full it admits nothing more rather than evict: a walk longer than the cache, repeated,
+    still finds its first pages (evicting the oldest would find none).
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.size = 0
+        self._fragments: dict[Hashable, orjson.Fragment] = {}
+        self._lock = threading.Lock()  # sandboxes of several threads may share it
+
+    def get(self, key: Hashable, build: Callable[[], Any]) -> orjson.Fragment:
+        """The fragment of ``key``, or of what ``build()`` returns (remembered if it fits)."""
+        fragment = self._fragments.get(key)
+        if fragment is None:
+            data = orjson.dumps(build())
+            fragment = orjson.Fragment(data)
+            with self._lock:
+                if self.size + len(data) <= self.limit and key not in self._fragments:
+                    self._fragments[key] = fragment
+                    self.size += len(data)
+        return fragment
+
+    def clear(self) -> None:
+        with self._lock:
+            self._fragments.clear()
+            self.size = 0

@@ -6,29 +6,41 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 from array import array
 from functools import lru_cache
 from typing import Any
 
-import orjson
 from aiohttp import web
 
 from etrmflow.sandbox.data import settlement, settlement_date, trade
-from etrmflow.sandbox.responses import ApiError, date_param, int_param, json_response, size_param
-from etrmflow.sandbox.state import STATE_KEY, SandboxState, StoredAnswer
+from etrmflow.sandbox.instructions import add_instruction_routes
+from etrmflow.sandbox.responses import (
+    ApiError,
+    FragmentCache,
+    date_param,
+    int_param,
+    json_response,
+    size_param,
+)
+from etrmflow.sandbox.state import STATE_KEY, SandboxState
 
 
 def _state(request: web.Request) -> SandboxState:
     return request.app[STATE_KEY]
 
 
-def _trades(request: web.Request, start: int, count: int) -> list[dict[str, Any]]:
+TRADE_PAGES = FragmentCache(limit=64 * 2**20)
+"""Pages of trades already served, as JSON: records are a function of (seed, index), so a page
+is the same whenever it is asked for again. 64 MiB (about 130,000 trades) keeps an in-process
+sandbox small; a standalone one may raise ``TRADE_PAGES.limit`` (benchmarks do)."""
+
+
+def _trades(request: web.Request, start: int, count: int) -> Any:
+    """Trades ``start`` to ``start + count`` (fewer at the end), as a JSON fragment."""
     state = _state(request)
-    stop = min(start + count, state.config.trades)
-    page = [trade(i, state.config.seed) for i in range(start, stop)]
-    state.stats.records_served += len(page)
-    return page
+    seed, stop = state.config.seed, min(start + count, state.config.trades)
+    state.stats.records_served += max(0, stop - start)
+    return TRADE_PAGES.get((seed, start, stop), lambda: [trade(i, seed) for i in range(start, stop)])
 
 
 def _page_window(request: web.Request, size_name: str) -> tuple[int, int, int]:
@@ -131,33 +143,6 @@ async def settlements(request: web.Request) -> web.Response:
                           "total_pages": total_pages, "next_page": page < total_pages})
 
 
-# --- settlement instructions (POST) ------------------------------------------------------------
-
-async def settlement_instructions(request: web.Request) -> web.Response:
-    state = _state(request)
-    raw = await request.read()
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise ApiError(400, "invalid_json", message="the body is not JSON") from None
-    if not isinstance(body, (list, dict)):
-        raise ApiError(400, "invalid_body", message="send one instruction object or a list of them")
-    key = request.headers.get("Idempotency-Key")
-    fingerprint = hashlib.sha256(raw).digest()
-    if key is not None and key in state.answers:
-        stored = state.answers[key]
-        if stored.fingerprint != fingerprint:
-            raise ApiError(422, "idempotency_key_reused",
-                           message="this Idempotency-Key was used with a different body")
-        return json_response(stored.body, headers={"Idempotent-Replayed": "true"})
-    accepted = len(body) if isinstance(body, list) else 1
-    answer = {"accepted": accepted, "idempotency_key": key}
-    state.stats.instructions_accepted += accepted
-    if key is not None:
-        state.answers[key] = StoredAnswer(fingerprint=fingerprint, body=answer)
-    return json_response(answer, status=201)
-
-
 def add_data_routes(app: web.Application) -> None:
     app.router.add_get("/api/v2/trades", trades_cursor)
     app.router.add_get("/api/v2/trades/pages", trades_pages)
@@ -166,4 +151,4 @@ def add_data_routes(app: web.Application) -> None:
     app.router.add_get("/api/v2/trades/link-header", trades_link_header)
     app.router.add_get("/public/v1/trades", trades_pages)
     app.router.add_get("/api/v2/settlements", settlements)
-    app.router.add_post("/api/v2/settlement-instructions", settlement_instructions)
+    add_instruction_routes(app)

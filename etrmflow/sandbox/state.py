@@ -59,6 +59,14 @@ class Stats:
     tokens_issued: int = 0
     faults_injected: Counter[str] = field(default_factory=Counter)
     instructions_accepted: int = 0
+    """Instructions booked (each instruction of each POST that was not a replay)."""
+    instructions_replayed: int = 0
+    """Instructions of POSTs answered from the idempotency store: not booked again."""
+    instructions_distinct: int = 0
+    """Distinct instructions booked (by ``settlement_id``): below ``instructions_accepted``
+    exactly when something was booked twice."""
+    idempotency_conflicts: int = 0
+    """POSTs refused with 422: a known Idempotency-Key with a different body."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -68,6 +76,9 @@ class Stats:
             "tokens_issued": self.tokens_issued,
             "faults_injected": dict(sorted(self.faults_injected.items())),
             "instructions_accepted": self.instructions_accepted,
+            "instructions_replayed": self.instructions_replayed,
+            "instructions_distinct": self.instructions_distinct,
+            "idempotency_conflicts": self.idempotency_conflicts,
         }
 
 
@@ -92,6 +103,8 @@ class SandboxState:
         self.stats = Stats()
         self.faults = FaultEngine(self.config.faults)
         self.answers: dict[str, StoredAnswer] = {}
+        self.instructions: dict[str, list[dict[str, Any]]] = {}
+        """Every booking of every instruction, by instruction id (see ``sandbox.instructions``)."""
 
     def set_faults(self, rules: tuple[FaultRule, ...]) -> None:
         """Replace the rules; their counters start again from zero."""

@@ -1,9 +1,11 @@
-"""File sinks (Parquet and CSV): the output is replaced as a whole when a run succeeds.
+"""File sinks: what Parquet and CSV share (staging, resume, swap at success), and CSV.
 
 Batches go to a staging folder ``<path>.staging-<run_id>``, one part file per batch named by
 its batch id (a content hash), so a rewritten batch replaces its own part. ``close(ok=True)``
-swaps the result in with renames; ``close(ok=False)`` leaves the previous output in place and
-keeps the staging folder, so that ``etrmflow run --resume`` can complete it (a fresh run clears it).
+publishes the result with renames: the whole output is swapped in (CSV, and Parquet in its
+default ``replace`` mode; see ``etrmflow.sinks.parquet`` for its other modes).
+``close(ok=False)`` leaves the previous output in place and keeps the staging folder, so that
+``etrmflow run --resume`` can complete it (a fresh run clears it).
 """
 
 from __future__ import annotations
@@ -11,10 +13,8 @@ from __future__ import annotations
 import csv
 import logging
 import os
-import re
-from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from etrmflow.components import BatchInfo, Sink, SinkContext
 from etrmflow.errors import SinkError
@@ -38,12 +38,11 @@ log = logging.getLogger("etrmflow.sink")
 
 if TYPE_CHECKING:
     import pandas as pd
-    import pyarrow as pa
 
     from etrmflow.validation.decimals import DecimalSpec
 
 
-class _StagedSink(Sink):
+class StagedSink(Sink):
     """Stages batches in a folder and swaps the finished output in at close."""
 
     def open(self, context: SinkContext) -> None:
@@ -97,148 +96,6 @@ class _StagedSink(Sink):
 
 
 # ---------------------------------------------------------------------------------------------
-# Parquet
-# ---------------------------------------------------------------------------------------------
-
-_ARROW_TYPES = {"integer": "int64", "number": "float64", "boolean": "bool_", "string": "string"}
-
-
-def _family(arrow_type: pa.DataType) -> str:
-    import pyarrow as pa
-
-    if pa.types.is_null(arrow_type):
-        return "null"
-    if pa.types.is_integer(arrow_type) or pa.types.is_floating(arrow_type) or pa.types.is_boolean(arrow_type):
-        return "number"
-    if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
-        return "string"
-    return "other"
-
-
-def _conform(array: pa.Array, declared: str | None) -> pa.Array:
-    """Cast to the contract's type so that every part file has one schema.
-
-    pandas gives float64 for an integer column with a gap and ``null`` for an all-empty one;
-    left alone, part files would disagree and the folder would not read as one dataset. A
-    type a transform chose on purpose (say a string parsed into timestamps) is kept.
-    """
-    import pyarrow as pa
-
-    target = getattr(pa, _ARROW_TYPES[declared])() if declared in _ARROW_TYPES else None
-    if target is None:
-        return array.cast(pa.string()) if _family(array.type) == "string" else array
-    if array.type != target and _family(array.type) in ("null", _family(target)):
-        return array.cast(target)  # safe cast: 5.5 -> int64 raises instead of truncating
-    return array
-
-
-def _arrow_column(series: pd.Series | None, declared: str | None, rows: int) -> pa.Array:
-    import pyarrow as pa
-
-    if series is None:
-        return _conform(pa.nulls(rows), declared)
-    if declared in NESTED_TYPES:
-        return pa.array(column_values(series, as_json=True), pa.string())
-    if series.dtype.kind == "O":  # lists and dicts become JSON text, Decimals exact floats
-        return _conform(pa.array(column_values(series)), declared)
-    return _conform(pa.Array.from_pandas(series), declared)
-
-
-def _decimal_column(series: pd.Series | None, spec: DecimalSpec, rows: int) -> pa.Array:
-    import pyarrow as pa
-
-    arrow_type = pa.decimal128(spec.precision, spec.scale)  # exact, in every part file alike
-    if series is None:
-        return pa.nulls(rows, arrow_type)
-    return pa.array(decimal_cells(series, spec), arrow_type)
-
-
-def arrow_table(frame: pd.DataFrame, contract: dict[str, str], stamps: dict[str, str],
-                decimals: Mapping[str, DecimalSpec] | None = None) -> pa.Table:
-    """The batch as an Arrow table: contract columns, then extras, then lineage."""
-    import pyarrow as pa
-
-    decimals = decimals or {}
-    present = {str(c): c for c in frame.columns}
-    columns = {}
-    for name in ordered_columns(contract, list(present)):
-        series = frame[present[name]] if name in present else None
-        if name in stamps:
-            columns[name] = pa.array([stamps[name]] * len(frame), pa.string())
-        elif name in decimals:
-            columns[name] = _decimal_column(series, decimals[name], len(frame))
-        else:
-            columns[name] = _arrow_column(series, contract.get(name), len(frame))
-    return pa.table(columns)
-
-
-class ParquetSink(_StagedSink):
-    """Write a Parquet dataset folder (optionally hive-partitioned), replaced when a run succeeds.
-
-    One part file per batch, ``part-<batch_id>.parquet``. Column types follow the contract;
-    nested values (lists, objects) are stored as compact JSON strings with sorted keys:
-    pyarrow infers a struct or list type per batch from the values (an empty list becomes
-    ``list<null>``, objects with other keys another struct), so part files would disagree on
-    their schema, and JSON text is what the SQLite and CSV sinks store too. Lineage columns
-    ``_etrmflow_run_id``, ``_etrmflow_batch_id``, ``_etrmflow_page_sha256`` and
-    ``_etrmflow_loaded_at`` are added.
-
-    Example::
-
-        sinks:
-          - type: parquet
-            path: target/parquet/day_ahead_prices
-            partition_by: [delivery_day]
-            compression: zstd
-    """
-
-    type_name = "parquet"
-    options_schema = {
-        "type": "object",
-        "additionalProperties": False,
-        "required": ["path"],
-        "properties": {
-            "path": {"type": "string", "minLength": 1,
-                     "description": "Output folder, relative to the project folder; replaced "
-                                    "as a whole when a run succeeds."},
-            "partition_by": {"type": "array", "minItems": 1, "uniqueItems": True,
-                             "items": {"type": "string", "minLength": 1},
-                             "description": "Columns to partition by, hive style (col=value folders)."},
-            "compression": {"enum": ["zstd", "snappy", "gzip", "brotli", "lz4", "none"],
-                            "default": "zstd", "description": "Parquet compression codec."},
-        },
-    }
-
-    def describe(self) -> str:
-        details = [self.options.get("compression", "zstd")]
-        if self.options.get("partition_by"):
-            details.insert(0, f"partitioned by {', '.join(self.options['partition_by'])}")
-        return f"parquet {self.options['path']} ({', '.join(details)})"
-
-    def _write_part(self, frame: pd.DataFrame, batch: BatchInfo) -> None:
-        import pyarrow.parquet as pq
-
-        table = arrow_table(frame, self.context.contract.column_types(),
-                            lineage(batch, utc_now_iso()), decimal_specs(self.context.contract))
-        compression = self.options.get("compression", "zstd")
-        if self.options.get("partition_by"):
-            pq.write_to_dataset(table, str(self.staging), partition_cols=list(self.options["partition_by"]),
-                                basename_template=f"part-{batch.batch_id}-{{i}}.parquet",
-                                existing_data_behavior="overwrite_or_ignore", compression=compression)
-            return
-        part = self.staging / f"part-{batch.batch_id}.parquet"
-        temporary = part.with_name(part.name + ".tmp")
-        pq.write_table(table, str(temporary), compression=compression)
-        os.replace(temporary, part)
-
-    def _remove_part(self, batch_id: str) -> None:
-        pattern = re.compile(rf"part-{re.escape(batch_id)}(-\d+)?\.parquet(\.tmp)?")
-        for file in self.staging.rglob("part-*"):
-            if pattern.fullmatch(file.name):
-                file.unlink()
-
-
-# ---------------------------------------------------------------------------------------------
 # CSV
 # ---------------------------------------------------------------------------------------------
 
@@ -251,7 +108,7 @@ def _csv_cells(series: pd.Series, declared: str | None, spec: DecimalSpec | None
     return values
 
 
-class CsvSink(_StagedSink):
+class CsvSink(StagedSink):
     """Write one CSV file (header once), replaced when a run succeeds.
 
     Nested values are written as compact JSON with sorted keys, timestamps as ISO 8601, and
@@ -267,7 +124,7 @@ class CsvSink(_StagedSink):
     """
 
     type_name = "csv"
-    options_schema = {
+    options_schema: ClassVar[dict[str, Any]] = {
         "type": "object",
         "additionalProperties": False,
         "required": ["path"],
@@ -277,6 +134,11 @@ class CsvSink(_StagedSink):
                                     "when a run succeeds."},
             "delimiter": {"type": "string", "minLength": 1, "maxLength": 1, "default": ",",
                           "description": "Field separator."},
+            # One file has no partitions to replace, and appending to it could not be undone
+            # when a run fails: the key exists so that asking for another mode gets this answer.
+            "mode": {"enum": ["replace"], "default": "replace",
+                     "description": "Only replace: the file becomes this run's rows. For append "
+                                    "or replace_partition use a parquet or database sink."},
         },
     }
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import decimal
 import sqlite3
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from etrmflow.components import BatchInfo, Sink, SinkContext
 from etrmflow.errors import SinkError
@@ -15,7 +15,7 @@ from etrmflow.sinks.common import (
     column_values,
     decimal_cells,
     decimal_specs,
-    decimal_text,
+    decimal_texts,
     exact_float,
     is_missing,
     lineage,
@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 
 DEFAULT_PATH = "target/etrmflow.db"
 IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]*$"
+MODES = ("upsert", "append", "replace", "replace_partition")
+_NAMES = {"type": "array", "minItems": 1, "uniqueItems": True, "items": {"type": "string", "minLength": 1}}
 
 # number -> REAL, not NUMERIC. Vendor numbers reach us as IEEE doubles (JSON decoding gives
 # floats) and REAL keeps that exact double, so 40.45 reads back as the float whose repr is
@@ -78,14 +80,17 @@ def _connect(path: str) -> sqlite3.Connection:
 
 
 class SqliteSink(Sink):
-    """Write rows to a SQLite table: upsert on the key (default), append, or replace.
+    """Write rows to a SQLite table: upsert on the key (default), append, replace or
+    replace_partition.
 
     The table is created on the first write from the contract's column types (nested values
     as compact JSON text with sorted keys, timestamps as ISO 8601 text) plus lineage columns
     ``_etrmflow_run_id``, ``_etrmflow_batch_id``, ``_etrmflow_page_sha256`` and
     ``_etrmflow_loaded_at``. A column that appears later is added. Each batch is one
     transaction. ``replace`` writes to ``<table>__staging`` and swaps it in only when the run
-    succeeds, so a failed run leaves the previous table untouched.
+    succeeds, so a failed run leaves the previous table untouched. ``replace_partition``
+    deletes, in each batch's transaction, the rows of the batch's ``partition_by`` values that
+    other runs loaded, then writes the batch (upserting on the key, if there is one).
 
     Example::
 
@@ -98,7 +103,7 @@ class SqliteSink(Sink):
     """
 
     type_name = "sqlite"
-    options_schema = {
+    options_schema: ClassVar[dict[str, Any]] = {
         "type": "object",
         "additionalProperties": False,
         "required": ["table"],
@@ -107,23 +112,29 @@ class SqliteSink(Sink):
                      "description": "Database file, relative to the project folder."},
             "table": {"type": "string", "pattern": IDENTIFIER,
                       "description": "Table to write (created on the first write)."},
-            "mode": {"enum": ["upsert", "append", "replace"], "default": "upsert",
+            "mode": {"enum": list(MODES), "default": "upsert",
                      "description": "upsert: insert or update on the key, so a rerun adds no "
                                     "row; append: insert every row; replace: the table becomes "
-                                    "this run's rows, swapped in when the run succeeds."},
-            "key": {"type": "array", "minItems": 1, "uniqueItems": True,
-                    "items": {"type": "string", "minLength": 1},
-                    "description": "Key columns; default: the contract's primary_key."},
+                                    "this run's rows, swapped in when the run succeeds; "
+                                    "replace_partition: the partitions this run loads are "
+                                    "replaced, the others kept."},
+            "key": {**_NAMES, "description": "Key columns; default: the contract's primary_key."},
+            "partition_by": {**_NAMES, "description": "Partition columns for mode replace_partition."},
         },
+        "if": {"properties": {"mode": {"const": "replace_partition"}}, "required": ["mode"]},
+        "then": {"required": ["partition_by"]},
     }
 
     def __init__(self, options: Any) -> None:
         super().__init__(options)
         self.table: str = options["table"]
         self.mode: str = options.get("mode", "upsert")
+        self.partition_by: tuple[str, ...] = tuple(options.get("partition_by") or ())
         self._db: sqlite3.Connection | None = None
         self._columns: dict[str, str] = {}
         self._written_batches: set[str] = set()
+        self._indexed = False
+        self._insert: tuple[tuple[str, ...], str] | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -132,19 +143,18 @@ class SqliteSink(Sink):
         self.key = self._key()
         self._types = context.contract.column_types()
         self._decimals = decimal_specs(context.contract)
-        if self.mode == "upsert" and not self.key:
-            raise SinkError(f"sqlite sink (table {self.table}): mode upsert needs a key, but contract "
-                            f"'{context.contract.name}' has no primary_key and the sink has no "
-                            f"'key' option; add one of them or use mode: append")
+        self._check_options()
         self.path = resolve_path(context, self.options.get("path", DEFAULT_PATH))
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = _connect(str(self.path))
         self._target = f"{self.table}__staging" if self.mode == "replace" else self.table
         try:
-            if self.mode == "replace":
+            if self.mode == "replace" and not context.resume:
                 self._db.execute(f"DROP TABLE IF EXISTS {_q(self._target)}")  # a crashed run's
-                self._create_table(self._wanted(None))
             self._columns = self._read_columns()
+            if self.mode == "replace" and not self._columns:  # a resumed run keeps what it staged
+                self._create_table(self._wanted(None))
+                self._columns = self._read_columns()
             self._check_existing_key()
         except BaseException:
             self.close(False)
@@ -158,6 +168,7 @@ class SqliteSink(Sink):
                 self._write_rows(frame, batch)
         except Exception as exc:
             self._columns = self._read_columns()  # an ALTER TABLE was rolled back too
+            self._indexed = False  # and so was a CREATE INDEX
             raise SinkError(f"sqlite sink: writing batch {batch.batch_id} to table {self.table} "
                             f"in {self.path} failed and was rolled back: {exc}") from exc
         self._written_batches.add(batch.batch_id)
@@ -177,6 +188,8 @@ class SqliteSink(Sink):
         path = self.options.get("path", DEFAULT_PATH)
         key = self._key() if self.mode != "append" else ()
         detail = f"{self.mode} on {', '.join(key)}" if key else self.mode
+        if self.partition_by and self.mode == "replace_partition":
+            detail += f", partitions {', '.join(self.partition_by)}"
         return f"sqlite {path} table {self.table} ({detail})"
 
     # -- schema ---------------------------------------------------------------------------
@@ -185,6 +198,18 @@ class SqliteSink(Sink):
         context = getattr(self, "context", None)
         default = context.contract.primary_key if context else ()
         return tuple(self.options.get("key") or default)
+
+    def _check_options(self) -> None:
+        label = f"sqlite sink (table {self.table})"
+        if self.mode == "upsert" and not self.key:
+            raise SinkError(f"{label}: mode upsert needs a key, but contract '{self.context.contract.name}' "
+                            f"has no primary_key and the sink has no 'key' option; add one of them or use "
+                            f"mode: append")
+        if self.mode == "replace_partition" and not self.partition_by:
+            raise SinkError(f"{label}: mode replace_partition needs partition_by: [columns]")
+        if self.partition_by and self.mode != "replace_partition":
+            raise SinkError(f"{label}: partition_by is only used by mode replace_partition; remove it "
+                            f"or set mode: replace_partition")
 
     def _keyed(self) -> bool:
         """Rows are identified by the key: upsert, or replace with a key (idempotent rewrite)."""
@@ -251,25 +276,65 @@ class SqliteSink(Sink):
 
     # -- rows -----------------------------------------------------------------------------
 
-
     def _write_rows(self, frame: pd.DataFrame, batch: BatchInfo) -> None:
         assert self._db is not None
         self._ensure_columns(frame)
-        if not self._keyed() and batch.batch_id in self._written_batches:
-            # Keyless rows cannot be matched, so a rewritten batch replaces its earlier rows.
+        columns = list(self._columns)
+        rows: Iterable[tuple[Any, ...]] = self._rows(frame, columns, batch)
+        if self.mode == "replace_partition":
+            rows = list(rows)
+            self._delete_other_runs_partitions(columns, rows, batch)
+        if not self._keyed() and (batch.batch_id in self._written_batches or self.context.resume):
+            # Keyless rows cannot be matched, so a batch written again (in this run, or before
+            # the run was resumed) replaces its earlier rows.
+            self._index_batches()
             self._db.execute(f"DELETE FROM {_q(self._target)} WHERE _etrmflow_run_id = ? "
                              f"AND _etrmflow_batch_id = ?", (batch.run_id, batch.batch_id))
-        columns = list(self._columns)
-        self._db.executemany(self._insert_sql(columns), self._rows(frame, columns, batch))
+        self._db.executemany(self._insert_sql(columns), rows)
+
+    def _delete_other_runs_partitions(self, columns: list[str], rows: list[tuple[Any, ...]],
+                                      batch: BatchInfo) -> None:
+        """Rows of the batch's partitions that other runs loaded (a resumed run keeps its id).
+        Values are compared as stored (``IS``: an empty value is a partition of its own)."""
+        assert self._db is not None
+        absent = [c for c in self.partition_by if c not in self._columns]
+        if absent:
+            raise SinkError(f"partition column(s) {', '.join(absent)} are neither in the table, nor in "
+                            f"contract '{self.context.contract.name}', nor in the batch")
+        self._index_partitions()
+        at = [columns.index(c) for c in self.partition_by]
+        partitions = {tuple(row[i] for i in at) for row in rows}
+        where = " AND ".join(f"{_q(c)} IS ?" for c in self.partition_by)
+        self._db.executemany(f"DELETE FROM {_q(self._target)} WHERE {where} AND _etrmflow_run_id IS NOT ?",
+                             [(*values, batch.run_id) for values in sorted(partitions, key=repr)])
+
+    def _index_partitions(self) -> None:
+        """replace_partition deletes by partition, batch after batch: give it an index."""
+        if not self._indexed:
+            assert self._db is not None
+            self._db.execute(f"CREATE INDEX IF NOT EXISTS {_q(self._target + '_partition')} ON "
+                             f"{_q(self._target)} ({', '.join(map(_q, self.partition_by))})")
+            self._indexed = True
+
+    def _index_batches(self) -> None:
+        """A resumed keyless run deletes by batch id, batch after batch: give it an index."""
+        if self.context.resume:
+            assert self._db is not None
+            self._db.execute(f"CREATE INDEX IF NOT EXISTS {_q(self._target + '_etrmflow_batch')} ON "
+                             f"{_q(self._target)} (_etrmflow_batch_id)")
 
     def _insert_sql(self, columns: list[str]) -> str:
+        """One statement per column set, built once: sqlite3 keeps it prepared."""
+        if self._insert is not None and self._insert[0] == tuple(columns):
+            return self._insert[1]
         sql = (f"INSERT INTO {_q(self._target)} ({', '.join(map(_q, columns))}) "
                f"VALUES ({', '.join('?' * len(columns))})")
-        if not self._keyed():
-            return sql
-        updates = [f"{_q(c)} = excluded.{_q(c)}" for c in columns if c not in self.key]
-        action = f"DO UPDATE SET {', '.join(updates)}" if updates else "DO NOTHING"
-        return f"{sql} ON CONFLICT ({', '.join(map(_q, self.key))}) {action}"
+        if self._keyed():
+            updates = [f"{_q(c)} = excluded.{_q(c)}" for c in columns if c not in self.key]
+            action = f"DO UPDATE SET {', '.join(updates)}" if updates else "DO NOTHING"
+            sql = f"{sql} ON CONFLICT ({', '.join(map(_q, self.key))}) {action}"
+        self._insert = (tuple(columns), sql)
+        return sql
 
     def _rows(self, frame: pd.DataFrame, columns: list[str], batch: BatchInfo) -> Iterator[tuple[Any, ...]]:
         # Every known column is written, NULL when the batch lacks it: an upserted row must
@@ -291,23 +356,21 @@ class SqliteSink(Sink):
         return zip(*cells)
 
     def _decimal_values(self, column: str, series: pd.Series) -> list[Any]:
-        values = decimal_cells(series, self._decimals[column])
         if "TEXT" in self._columns.get(column, "").upper():
-            return [decimal_text(v) for v in values]
+            return decimal_texts(series, self._decimals[column])
         # A table made before the column was declared decimal (REAL): the exact double, if any.
-        return [None if v is None else exact_float(v) for v in values]
+        return [None if v is None else exact_float(v) for v in decimal_cells(series, self._decimals[column])]
 
     def _as_declared(self, column: str, values: list[Any]) -> list[Any]:
         # SQLite would turn a float into TEXT with 15 significant digits; repr keeps them all.
-        if self._columns.get(column) != "TEXT":
+        if self._columns.get(column) != "TEXT" or float not in set(map(type, values)):
             return values
-        return [repr(v) if isinstance(v, float) else v for v in values]
+        return [repr(v) if type(v) is float else v for v in values]  # column values hold exact floats
 
     def _finish_replace(self, ok: bool) -> None:
         assert self._db is not None
         staging = _q(self._target)
-        if not ok:
-            self._db.execute(f"DROP TABLE IF EXISTS {staging}")
+        if not ok:  # kept for --resume to complete; the next fresh run drops it
             return
         with transaction(self._db):
             self._db.execute(f"DROP TABLE IF EXISTS {_q(self.table)}")

@@ -22,7 +22,10 @@ Fixtures:
   (250 trades, seed 7), stopped after the test;
 * ``sandbox_vendor_factory``: ``factory(config=None, *, faults=(), **fields)`` starts a sandbox
   with your own :class:`~etrmflow.sandbox.SandboxConfig` fields (``trades=``, ``token_ttl=``,
-  ``client_secret=``, ``api_key=``...); every one it started is stopped after the test.
+  ``client_secret=``, ``api_key=``...); every one it started is stopped after the test;
+* ``postgresql_database`` / ``postgresql_dsn``: a new, empty database (or its DSN) on a
+  PostgreSQL server the test session starts itself (``postgresql_server``; see
+  :mod:`etrmflow.testing.postgres` for where its binaries come from).
 
 :func:`expected_trades` and :func:`expected_settlements` say which records of a sandbox
 dataset are valid and which are broken on purpose (and how), so a test can assert that every
@@ -45,14 +48,26 @@ from etrmflow.testing.expected import (
     expected_trades,
     sandbox_connector,
 )
+from etrmflow.testing.postgres import (
+    PostgresDatabase,
+    PostgresServer,
+    postgresql_database,
+    postgresql_dsn,
+    postgresql_server,
+)
 from etrmflow.testing.project import CliResult, EtrmflowProject
 
 __all__ = [
     "CliResult",
     "EtrmflowProject",
     "ExpectedRecords",
+    "PostgresDatabase",
+    "PostgresServer",
     "SandboxFactory",
     "etrmflow_project",
+    "postgresql_database",
+    "postgresql_dsn",
+    "postgresql_server",
     "expected_settlements",
     "expected_trades",
     "sandbox_vendor",

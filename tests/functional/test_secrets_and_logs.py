@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from etrmflow.testing import CliResult, EtrmflowProject, SandboxFactory
+from etrmflow.testing import (
+    CliResult,
+    EtrmflowProject,
+    PostgresDatabase,
+    SandboxFactory,
+)
 
 from . import REPO, TRADES, sandbox_project
 
@@ -106,6 +111,44 @@ def test_the_example_plan_keeps_the_secret_default_out(etrmflow_project: Etrmflo
     options = project.plan()["pipelines"][0]["connector"]["auth"]["options"]
     assert options["client_secret"] == "${secret:ACME_CLIENT_SECRET}"
     assert "demo-secret" not in project.path("target/plan.json").read_text()
+
+
+POSTGRES_LOGINS = {
+    # case: (the role's real password, how the pipeline gives the canary)
+    "accepted, password option": (CANARY, ('dsn: "postgresql://{role}@127.0.0.1:{port}/{dbname}", '
+                                           f'password: "{SECRET}"')),
+    "refused, inside the dsn": ("another-password-0b9e", 'dsn: "postgresql://{role}:' + SECRET
+                                + '@127.0.0.1:{port}/{dbname}"'),
+}
+
+
+@pytest.mark.parametrize("case", sorted(POSTGRES_LOGINS))
+def test_a_database_password_is_in_no_file_and_no_output(case: str, etrmflow_project: EtrmflowProject,
+                                                         sandbox_vendor_factory: SandboxFactory,
+                                                         postgresql_database: PostgresDatabase) -> None:
+    real_password, login = POSTGRES_LOGINS[case]
+    database, role = postgresql_database, f"etl_{postgresql_database.dbname}"
+    database.query(f"CREATE ROLE {role} LOGIN PASSWORD '{real_password}'")
+    database.query(f'GRANT CREATE ON DATABASE "{database.dbname}" TO {role}')
+    vendor = sandbox_vendor_factory(trades=TRADES)
+    project = sandbox_project(etrmflow_project, vendor,
+                              auth="{type: api_key, in: header, name: X-API-Key, value: sandbox-key}")
+    sink = login.replace("{role}", role).replace("{port}", str(database.port)).replace("{dbname}", database.dbname)
+    project.write({"pipelines/trades.yml": PIPELINE_WITH_EVERY_ARTIFACT +
+                   f"  - {{type: postgres, {sink}, schema: trading, table: trades}}\n"})
+    project.env["ETRMFLOW_CANARY_SECRET"] = CANARY
+
+    results = [project.run("compile", "pipelines/trades.yml"),
+               project.run("run", "pipelines/trades.yml"),
+               project.run("--log-level", "debug", "--log-format", "json", "run", "pipelines/trades.yml")]
+
+    if case.startswith("accepted"):
+        assert [r.exit_code for r in results] == [0, 0, 0], results[-1].output
+        assert database.query("SELECT count(*) FROM trading.trades") == [(62,)]
+    else:
+        assert [r.exit_code for r in results] == [0, 1, 1], results[-1].output
+        assert f'password authentication failed for user "{role}"' in project.pipeline_result()["error"]
+    assert_canary_nowhere(project, results)
 
 
 def assert_json_lines(result: CliResult) -> list[dict]:

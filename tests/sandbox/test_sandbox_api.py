@@ -482,11 +482,13 @@ def test_faults_are_replaced_and_reset_through_the_admin_routes() -> None:
         async with session.post("/_sandbox/faults", json=["5o3"]) as response:
             assert (response.status, await response.json()) == (400, {"error": "invalid_faults", "message": (
                 "bad fault spec '5o3': unknown kind '5o3'; valid kinds: 429, 429-date, 429-bare, 503, 502, "
-                "slow, drop, expire-tokens, malformed, error-body")})
+                "slow, drop, expire-tokens, malformed, error-body, accept-503, accept-drop")})
         async with session.post("/_sandbox/reset") as response:
             assert (await response.json()) == {"reset": True, "faults": ["502:every=2"]}
         assert await stats(session) == {"requests": {}, "data_requests": 0, "records_served": 0,
                                         "tokens_issued": 0, "faults_injected": {}, "instructions_accepted": 0,
+                                        "instructions_replayed": 0, "instructions_distinct": 0,
+                                        "idempotency_conflicts": 0,
                                         "faults": ["502:every=2"]}
         assert await statuses(session, 2) == [200, 502]
 
@@ -536,12 +538,14 @@ def test_from_url_reads_every_key() -> None:
 
 @pytest.mark.parametrize(("url", "message"), [
     ("sandbox://acme?trade=5", "unknown sandbox URL key 'trade'; valid keys: seed, trades, settlements, client_id, "
-     "client_secret, username, password, api_key, static_token, token_ttl, max_page_size, fault"),
+     "client_secret, username, password, api_key, static_token, token_ttl, max_page_size, "
+     "require_idempotency_key, fault"),
     ("sandbox://acme?trades=many", "sandbox URL key 'trades' must be an integer, got 'many'"),
     ("sandbox://acme?token_ttl=soon", "sandbox URL key 'token_ttl' must be a number, got 'soon'"),
     ("sandbox://acme?trades=-1", "sandbox trades must be >= 0, got -1"),
     ("sandbox://acme?fault=503:evry=4", "bad fault spec '503:evry=4': unknown key 'evry'; valid keys: every, at, "
-     "burst, path, times, retry_after (429, 429-date, 503, 502), delay (slow)"),
+     "burst, path, times, retry_after (429, 429-date, 503, 502, "
+     "accept-503), delay (slow)"),
     ("http://acme", "not a sandbox URL (scheme 'http'); expected sandbox://NAME?key=value..."),
 ])
 def test_from_url_errors_name_the_bad_part(url: str, message: str) -> None:
@@ -564,7 +568,7 @@ def test_fault_specs_parse_and_round_trip(spec: str, rule: FaultRule) -> None:
 
 @pytest.mark.parametrize(("spec", "message"), [
     ("5o3", "unknown kind '5o3'; valid kinds: 429, 429-date, 429-bare, 503, 502, slow, drop, expire-tokens, "
-     "malformed, error-body"),
+     "malformed, error-body, accept-503, accept-drop"),
     ("503:every", "'every' is not key=value; write KIND[:key=value,...], e.g. 503:every=4"),
     ("503:every=x", "every must be a positive integer, got 'x'"),
     ("503:burst=0", "burst must be a positive integer, got '0'"),

@@ -1,0 +1,95 @@
+"""Publishing a staged Parquet dataset piece by piece, for the append and replace_partition modes.
+
+``replace`` swaps the whole output folder in (``common.swap_in``). The other two modes keep
+the folder and move pieces of the staging folder into it when the run succeeds:
+
+* ``append`` moves each part file to the same place in the output. Parts are named by batch
+  id (a hash of the page), so the part of a batch loaded before is replaced, not doubled.
+* ``replace_partition`` moves each partition folder this run wrote (``day=2025-03-30`` or
+  ``area=DE/day=2025-03-30``, as deep as ``partition_by``) into the output, in place of the
+  folder of the same partition. The old folder is first renamed aside, into
+  ``<output>.replaced-<run_id>/``, outside the dataset so that no reader sees both. A crash
+  between the two renames leaves the old folder there and none in the output:
+  ``restore_replaced`` puts it back when the next run opens.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+from pathlib import Path
+
+from etrmflow.sinks.common import remove
+
+log = logging.getLogger("etrmflow.sink")
+
+
+def replaced_path(target: Path, run_id: str) -> Path:
+    return target.with_name(f"{target.name}.replaced-{run_id}")
+
+
+def partition_folders(root: Path, depth: int) -> list[Path]:
+    """The partition folders under ``root`` at ``depth`` (``key=value`` per level), relative."""
+    pattern = "/".join(["*=*"] * depth)
+    return sorted(p.relative_to(root) for p in root.glob(pattern) if p.is_dir())
+
+
+def publish_parts(staging: Path, target: Path) -> None:
+    """Move every part file of ``staging`` to the same place under ``target``."""
+    touched = {target}
+    for part in sorted(staging.rglob("part-*.parquet")):
+        destination = target / part.relative_to(staging)
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(part, destination)
+        touched.add(destination.parent)
+    _fsync_dirs(touched)
+
+
+def publish_partitions(staging: Path, target: Path, depth: int, run_id: str) -> None:
+    """Put each partition folder of ``staging`` in place of the same partition under ``target``."""
+    aside = replaced_path(target, run_id)
+    touched = {target}
+    for relative in partition_folders(staging, depth):
+        new, home = staging / relative, target / relative
+        if home.exists():
+            (aside / relative).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(home, aside / relative)
+        home.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(new, home)
+        touched.add(home.parent)
+    _fsync_dirs(touched)
+    remove(aside)
+
+
+def restore_replaced(target: Path) -> None:
+    """Put back a partition folder that a crashed publish had renamed aside and not replaced."""
+    for aside in sorted(target.parent.glob(f"{glob.escape(target.name)}.replaced-*")):
+        for folder in sorted({part.parent for part in aside.rglob("part-*.parquet")}):
+            home = target / folder.relative_to(aside)
+            if home.exists():
+                continue  # its replacement made it in: the old folder goes with ``aside``
+            log.warning("restoring %s, left aside by an interrupted run, to %s", folder, home)
+            home.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(folder, home)
+        remove(aside)
+
+
+def unpartitioned_entries(target: Path, first_column: str) -> list[str]:
+    """Entries of an existing output that are not ``<first_column>=...`` partition folders."""
+    if not target.is_dir():
+        return []
+    return sorted(entry.name for entry in target.iterdir()
+                  if not (entry.is_dir() and entry.name.startswith(f"{first_column}=")))
+
+
+def _fsync_dirs(folders: set[Path]) -> None:
+    # Renames are only durable once the folder entries are on disk (POSIX; a no-op elsewhere).
+    if os.name != "posix":
+        return
+    for folder in sorted(folders):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

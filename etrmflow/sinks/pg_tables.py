@@ -1,0 +1,147 @@
+"""PostgreSQL column types and cell values for the postgres sink, and the catalog reads it needs.
+
+Types follow the contract: integer -> bigint, number -> double precision, an exact decimal
+(``x-etrmflow-decimal``) -> numeric(p,s), boolean -> boolean, object and array -> jsonb, string
+-> text, except that a column the steps turned into timestamps (``parse_timestamps``) is
+timestamptz when its values carry a time zone (timestamp when they do not). Cells go to the
+server as text through COPY, and the server parses them into the column's type, so values are
+converted here only where the text would be wrong: money stays Decimal, nested values become
+JSON, and an integer that pandas holds as a float (a column with a gap) becomes an int again.
+"""
+
+from __future__ import annotations
+
+import decimal
+from typing import TYPE_CHECKING, Any
+
+from etrmflow.sinks.common import (
+    column_values,
+    decimal_cells,
+    decimal_text,
+    exact_float,
+    is_missing,
+)
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import psycopg
+
+    from etrmflow.validation.decimals import DecimalSpec
+
+MAX_IDENTIFIER_BYTES = 63
+"""PostgreSQL cuts longer names silently; the sink refuses them instead."""
+
+LINEAGE_TYPES = {"_etrmflow_run_id": "text", "_etrmflow_batch_id": "text", "_etrmflow_page_sha256": "text",
+                 "_etrmflow_loaded_at": "timestamp with time zone"}
+
+# Names as format_type() spells them, so that a created column compares equal to one read back.
+_CONTRACT_TYPES = {"integer": "bigint", "number": "double precision", "boolean": "boolean",
+                   "string": "text", "object": "jsonb", "array": "jsonb"}
+_INTEGER_TYPES = frozenset({"bigint", "integer", "smallint"})
+
+
+def q(name: str) -> str:
+    """Quote an identifier: column names come from vendor data and may hold anything."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _datetime_type(series: pd.Series) -> str:
+    aware = getattr(series.dtype, "tz", None) is not None
+    return "timestamp with time zone" if aware else "timestamp without time zone"
+
+
+def frame_type(series: pd.Series) -> str:
+    """The column type for a frame column that the contract does not declare."""
+    kind = series.dtype.kind
+    if kind == "M":
+        return _datetime_type(series)
+    if kind == "b":
+        return "boolean"
+    if kind in "iu":
+        return "bigint"
+    if kind == "f":
+        return "double precision"
+    first = next((v for v in series.tolist() if not is_missing(v)), None)
+    if isinstance(first, bool):
+        return "boolean"
+    if isinstance(first, int):
+        return "bigint"
+    if isinstance(first, float):
+        return "double precision"
+    if isinstance(first, decimal.Decimal):
+        return "numeric"  # unconstrained numeric: every digit, exactly
+    if isinstance(first, (dict, list, tuple)):
+        return "jsonb"
+    if hasattr(first, "tzinfo") and hasattr(first, "hour"):
+        return "timestamp with time zone" if first.tzinfo is not None else "timestamp without time zone"
+    return "text"
+
+
+def declared_type(json_type: str, spec: DecimalSpec | None, series: pd.Series | None) -> str:
+    """The column type for a contract column (``series``: the frame's column, if present)."""
+    if spec is not None:
+        return f"numeric({spec.precision},{spec.scale})"
+    if series is not None and series.dtype.kind == "M":
+        return _datetime_type(series)
+    if json_type == "string" and series is not None and series.dtype.kind == "O":
+        found = frame_type(series)
+        if found.startswith("timestamp"):  # datetimes held in an object column
+            return found
+    return _CONTRACT_TYPES.get(json_type, "text")
+
+
+def cells(series: pd.Series, column_type: str, spec: DecimalSpec | None) -> list[Any]:
+    """One frame column as the values COPY sends for a column of ``column_type``."""
+    if spec is not None:
+        values = decimal_cells(series, spec)
+        if column_type.startswith("numeric"):
+            return values
+        if column_type == "double precision":  # a table made before the column was declared decimal
+            return [None if v is None else exact_float(v) for v in values]
+        return [decimal_text(v) for v in values]
+    if column_type in ("jsonb", "json"):
+        return column_values(series, as_json=True)
+    if column_type.startswith("numeric"):
+        return [None if is_missing(v) else _exact_number(v) for v in series.tolist()]
+    values = column_values(series)
+    if column_type in _INTEGER_TYPES:  # pandas holds an integer column with a gap as float: 5.0 -> 5
+        return [int(v) if isinstance(v, float) and v.is_integer() else v for v in values]
+    return values
+
+
+def _exact_number(value: Any) -> Any:
+    item = getattr(value, "item", None)  # numpy scalars
+    return item() if callable(item) and not isinstance(value, decimal.Decimal) else value
+
+
+# -- the catalog ------------------------------------------------------------------------------
+
+def qualified(schema: str, table: str) -> str:
+    return f"{q(schema)}.{q(table)}"
+
+
+def read_columns(connection: psycopg.Connection[Any], schema: str, table: str) -> dict[str, str]:
+    """Column name -> type as format_type() spells it, in table order; {} if there is no table."""
+    rows = connection.execute(
+        "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
+        "WHERE a.attrelid = to_regclass(%s) AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
+        (qualified(schema, table),)).fetchall()
+    return {name: kind for name, kind in rows}
+
+
+def primary_key(connection: psycopg.Connection[Any], schema: str, table: str) -> list[str]:
+    """The table's primary key columns, in key order."""
+    rows = connection.execute(
+        "SELECT a.attname FROM pg_index i "
+        "JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, position) ON true "
+        "JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum "
+        "WHERE i.indrelid = to_regclass(%s) AND i.indisprimary ORDER BY k.position",
+        (qualified(schema, table),)).fetchall()
+    return [name for (name,) in rows]
+
+
+def ensure_schema(connection: psycopg.Connection[Any], schema: str) -> None:
+    # Looked up first: CREATE SCHEMA IF NOT EXISTS needs the CREATE privilege even when the
+    # schema is there, and a loader account often has only the schema's own privileges.
+    if connection.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,)).fetchone() is None:
+        connection.execute(f"CREATE SCHEMA IF NOT EXISTS {q(schema)}")

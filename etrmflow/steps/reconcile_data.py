@@ -1,0 +1,190 @@
+"""The other side of a reconciliation: read in chunks from a CSV file or an SQLite table, its
+keys converted to the pipeline's key types, and values compared within tolerances.
+
+Files are found and CSV is read as the ``join`` step and the reference validators do it
+(``etrmflow.validation.reference``): UTF-8 with a header line, empty cells empty, numbers
+compared as the digits written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import decimal
+import sqlite3
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from etrmflow.steps.common import StepError
+from etrmflow.steps.exact import has_decimals, is_missing
+from etrmflow.validation.reference import project_file, read_csv, text_key, to_decimal
+
+_TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OtherSide:
+    """Where the other dataset is, and which of its columns answer to the pipeline's names."""
+
+    file: str | None
+    database: str | None
+    table: str | None
+    columns: dict[str, str]
+    """{pipeline column: other side's column} for the keys and the compared fields."""
+
+    def describe(self) -> str:
+        return self.file if self.file else f"table {self.table!r} of {self.database}"
+
+    def chunks(self, project_dir: str, rows: int) -> Iterator[pd.DataFrame]:
+        """The other side's rows, ``rows`` at a time, under the pipeline's column names."""
+        try:
+            source = self._csv(project_dir) if self.file else self._table(project_dir)
+            batch: list[tuple[Any, ...]] = []
+            for row in source:
+                batch.append(row)
+                if len(batch) >= rows:
+                    yield self._frame(batch)
+                    batch = []
+            if batch:
+                yield self._frame(batch)
+        except (ValueError, sqlite3.Error) as exc:
+            raise StepError(f"reconcile: {exc}") from exc
+
+    def _frame(self, rows: list[tuple[Any, ...]]) -> pd.DataFrame:
+        frame = pd.DataFrame.from_records(rows, columns=list(self.columns))
+        return frame.astype(object).where(frame.notna(), None)
+
+    def _csv(self, project_dir: str) -> Iterator[tuple[Any, ...]]:
+        path = project_file(project_dir, str(self.file), "reconcile file")
+        for _, cells in read_csv(path, list(self.columns.values())):
+            yield tuple(cell if cell != "" else None for cell in cells)
+
+    def _table(self, project_dir: str) -> Iterator[tuple[Any, ...]]:
+        path: Path = project_file(project_dir, str(self.database), "reconcile database")
+        wanted = list(self.columns.values())
+        with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
+            names = [row[1] for row in db.execute(f"PRAGMA table_info({_q(str(self.table))})")]
+            if not names:
+                raise ValueError(f"{path} has no table {self.table!r}")
+            absent = [c for c in wanted if c not in names]
+            if absent:
+                raise ValueError(f"table {self.table!r} in {path} has no column {', '.join(map(repr, absent))} "
+                                 f"(its columns: {', '.join(names)})")
+            yield from db.execute(f"SELECT {', '.join(map(_q, wanted))} FROM {_q(str(self.table))}")
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+# ---------------------------------------------------------------------------------------------
+# Values of the other side, as the pipeline's types
+# ---------------------------------------------------------------------------------------------
+
+def converter(sample: pd.Series | None) -> Any:
+    """How to turn the other side's values into the type of the pipeline's column ``sample``
+    (text when that fails, so an unreadable key matches nothing instead of failing the run)."""
+    if sample is None:
+        return lambda value: value
+    dtype = sample.dtype
+    types = pd.api.types
+    if types.is_bool_dtype(dtype):
+        return _boolean
+    if types.is_integer_dtype(dtype):
+        return _integer
+    if types.is_float_dtype(dtype):
+        return lambda value: _number(value, float)
+    if isinstance(dtype, pd.DatetimeTZDtype) or types.is_datetime64_dtype(dtype):
+        return lambda value: _timestamp(value, getattr(dtype, "tz", None))
+    if has_decimals(sample):
+        return lambda value: _number(value, lambda d: d)
+    return lambda value: value if is_missing(value) else (text_key(value) or str(value))
+
+
+def _boolean(value: Any) -> Any:
+    text = str(value).strip().lower()
+    return True if text in _TRUE else False if text in _FALSE else value
+
+
+def _integer(value: Any) -> Any:
+    number = to_decimal(value)
+    return int(number) if number is not None and number == number.to_integral_value() else value
+
+
+def _number(value: Any, kind: Any) -> Any:
+    number = to_decimal(value)
+    return value if number is None else kind(number)
+
+
+def _timestamp(value: Any, tz: Any) -> Any:
+    if is_missing(value):
+        return None
+    try:
+        stamp = pd.Timestamp(value)
+    except (TypeError, ValueError):
+        return value
+    if (stamp.tz is None) != (tz is None):
+        return value  # an instant never equals a wall-clock time
+    return stamp.tz_convert(tz) if tz is not None else stamp
+
+
+# ---------------------------------------------------------------------------------------------
+# Comparing one field
+# ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Tolerance:
+    """Within tolerance: |a - b| <= abs, or |a - b| <= rel x max(|a|, |b|); neither: equal."""
+
+    absolute: decimal.Decimal | None = None
+    relative: decimal.Decimal | None = None
+
+    @classmethod
+    def parse(cls, spec: Mapping[str, Any]) -> Tolerance:
+        def number(key: str) -> decimal.Decimal | None:
+            return to_decimal(spec[key]) if key in spec else None
+
+        return cls(absolute=number("abs"), relative=number("rel"))
+
+    @property
+    def numeric(self) -> bool:
+        return self.absolute is not None or self.relative is not None
+
+    def within(self, a: decimal.Decimal, b: decimal.Decimal, diff: decimal.Decimal) -> bool:
+        gap = abs(diff)
+        if not self.numeric:
+            return gap == 0
+        if self.absolute is not None and gap <= self.absolute:
+            return True
+        return self.relative is not None and gap <= self.relative * max(abs(a), abs(b))
+
+
+def compare(ours: Any, theirs: Any, tolerance: Tolerance) -> tuple[bool, decimal.Decimal | None]:
+    """(equal within tolerance, ours - theirs when both are numbers).
+
+    Numbers compare as numbers (exactly, as Decimals), text as text; a tolerance makes both
+    values numbers or the comparison fails. Two empty values are equal."""
+    if is_missing(ours) or is_missing(theirs):
+        return is_missing(ours) and is_missing(theirs), None
+    text = isinstance(ours, str) or isinstance(theirs, str)
+    a, b = _as_number(ours), _as_number(theirs)
+    if a is None or b is None or (text and not tolerance.numeric):
+        return not tolerance.numeric and _same_text(ours, theirs), None
+    with decimal.localcontext(decimal.Context(prec=decimal.MAX_PREC)):
+        diff = a - b
+        return tolerance.within(a, b, diff), diff
+
+
+def _same_text(ours: Any, theirs: Any) -> bool:
+    a, b = text_key(ours), text_key(theirs)
+    return a == b if a is not None and b is not None else bool(ours == theirs)
+
+
+def _as_number(value: Any) -> decimal.Decimal | None:
+    item = getattr(value, "item", None)
+    if callable(item) and not isinstance(value, decimal.Decimal):
+        value = item()
+    return to_decimal(value)

@@ -1,0 +1,141 @@
+"""Value handling shared by the built-in steps: exact decimal scaling, instants with offsets,
+and how a row is named in an error message.
+
+Money arrives as ``Decimal`` (contract fields declared ``x-etrmflow-decimal``) and must stay
+exact: every scaling of a Decimal goes through ``fractions.Fraction``, and a result that has no
+finite decimal form is an error unless the step declares a ``scale`` to round to (half to even).
+Floats are measurements, not money: they are scaled with float arithmetic.
+"""
+
+from __future__ import annotations
+
+import decimal
+import math
+import re
+from collections.abc import Sequence
+from fractions import Fraction
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from etrmflow.steps.common import StepError
+
+SCALE = {"type": "integer", "minimum": 0, "maximum": 18}
+"""Options schema of a number of decimal places."""
+
+_SHOWN = 5
+_OFFSET = re.compile(r"(?:Z|[+-]\d{2}(?::?\d{2})?)$", re.IGNORECASE)
+
+
+class Inexact(ArithmeticError):
+    """A Decimal result has no finite decimal form and no scale was declared to round it."""
+
+    def __init__(self, exact: Fraction) -> None:
+        with decimal.localcontext() as context:
+            context.prec = 20
+            super().__init__(f"{decimal.Decimal(exact.numerator) / exact.denominator}...")
+        self.exact = exact
+
+
+def is_null(value: Any) -> bool:
+    """None, NaN, NaT or pd.NA: an empty cell."""
+    if value is None or value is pd.NA or value is pd.NaT:
+        return True
+    return isinstance(value, float) and math.isnan(value)
+
+
+def decimal_of(exact: Fraction, scale: int | None, *, like: decimal.Decimal | None = None) -> decimal.Decimal:
+    """``exact`` as a Decimal: rounded half to even at ``scale`` places when a scale is given, else
+    exact (Inexact when impossible) with at least as many decimal places as ``like`` (so
+    4040.00 / 100 gives 40.40, not 40.4)."""
+    if scale is not None:
+        return decimal.Decimal(f"{round(exact * 10 ** scale)}E-{scale}")
+    twos, fives, rest = _factor_2_5(exact.denominator)
+    if rest != 1:
+        raise Inexact(exact)
+    kept = -int(like.as_tuple().exponent) if like is not None and like.is_finite() else 0
+    places = max(twos, fives, kept)
+    return decimal.Decimal(f"{exact.numerator * 10 ** places // exact.denominator}E-{places}")
+
+
+def _factor_2_5(number: int) -> tuple[int, int, int]:
+    twos = fives = 0
+    while number % 2 == 0:
+        number, twos = number // 2, twos + 1
+    while number % 5 == 0:
+        number, fives = number // 5, fives + 1
+    return twos, fives, number
+
+
+def scale_values(values: pd.Series, factor: Fraction, scale: int | None, *, where: str) -> pd.Series:
+    """Every value of a numeric column times ``factor``: Decimals exactly (see ``decimal_of``),
+    floats and integers as floats, empty cells left empty. ``where`` names the column in errors."""
+    if pd.api.types.is_bool_dtype(values.dtype):
+        raise StepError(f"{where} holds booleans, not numbers")
+    if pd.api.types.is_numeric_dtype(values.dtype):
+        floats = values.astype("float64")
+        return floats if factor == 1 else floats * factor.numerator / factor.denominator
+    return pd.Series([_scale_one(value, factor, scale, where) for value in values], index=values.index,
+                     dtype=object)
+
+
+def _scale_one(value: Any, factor: Fraction, scale: int | None, where: str) -> Any:
+    if is_null(value):
+        return value
+    if isinstance(value, decimal.Decimal):
+        if not value.is_finite():
+            raise StepError(f"{where} holds {value}, which is not a finite number")
+        try:
+            return decimal_of(Fraction(value) * factor, scale, like=value)
+        except Inexact as exc:
+            raise StepError(f"{where}: {value} gives {exc}, which has no exact decimal form; set `scale` "
+                            f"to round to that many decimal places (half to even)") from None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise StepError(f"{where} holds {value!r} ({type(value).__name__}), not a number; "
+                        f"convert it first (e.g. with cast, or declare it x-etrmflow-decimal in the contract)")
+    return float(value) * factor.numerator / factor.denominator
+
+
+def utc_instants(values: pd.Series, *, where: str) -> pd.Series:
+    """A column of instants as UTC timestamps: timezone-aware timestamps as they are, or ISO 8601
+    text with an offset (``Z``, ``+01:00``). Naive values are refused: their zone would be a guess.
+    Empty cells become NaT."""
+    if isinstance(values.dtype, pd.DatetimeTZDtype):
+        return values.dt.tz_convert("UTC")
+    if pd.api.types.is_datetime64_dtype(values.dtype):
+        raise StepError(f"{where} holds timestamps without a time zone; parse them with "
+                        f"parse_timestamps (assume_tz: <zone>) first")
+    present = values[~values.map(is_null)]
+    for value in present:
+        naive = isinstance(value, str) and not _OFFSET.search(value.strip())
+        if naive or (hasattr(value, "tzinfo") and value.tzinfo is None):
+            raise StepError(f"{where} holds {value!s:.40} without a UTC offset; send or parse times with "
+                            f"an offset (parse_timestamps with assume_tz names the zone of local times)")
+        if not isinstance(value, (str, pd.Timestamp)) and not hasattr(value, "tzinfo"):
+            raise StepError(f"{where} holds {value!r} ({type(value).__name__}), not a time")
+    try:
+        return pd.to_datetime(values, utc=True, format="ISO8601")
+    except (ValueError, TypeError) as exc:
+        raise StepError(f"{where} holds a value that is not an ISO 8601 time: {exc}") from None
+
+
+def row_names(frame: pd.DataFrame, positions: list[int]) -> str:
+    """How an error names rows: their position in the batch and the first column's value
+    (the contract's first property, usually the record's id), a few of them at most."""
+    first = frame.columns[0] if len(frame.columns) else None
+    shown = []
+    for position in positions[:_SHOWN]:
+        label = f"row {position}"
+        if first is not None:
+            label += f" ({first}={frame.iloc[position][first]!s:.60})"
+        shown.append(label)
+    more = f" and {len(positions) - _SHOWN} more" if len(positions) > _SHOWN else ""
+    return ", ".join(shown) + more
+
+
+def repeat_rows(frame: pd.DataFrame, counts: np.ndarray, *, without: Sequence[str] = ()) -> pd.DataFrame:
+    """Each row repeated ``counts[i]`` times (zero drops it), dtypes kept, index renumbered."""
+    kept = frame.drop(columns=list(without))
+    repeated = kept.iloc[np.repeat(np.arange(len(kept)), counts)]
+    return repeated.reset_index(drop=True)

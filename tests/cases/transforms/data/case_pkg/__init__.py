@@ -1,0 +1,1 @@
+"""A package of project steps: `function: "case_pkg.enrich:flag_gas"`."""

@@ -1,0 +1,3 @@
+"""Constants shared by the package's step modules."""
+
+GAS = "NG"
