@@ -80,6 +80,9 @@ def load_connector(project: Project, name: str) -> Loaded:
 
 def pick_stream(loaded: Loaded, connector: ConnectorPlan, name: str | None) -> StreamPlan:
     streams = list(loaded.data.get("streams") or {})
+    if not streams:
+        raise click.UsageError(f"connector '{connector.name}' declares no streams to fetch (it is used by "
+                               f"write-back sinks only); debug a connector that has a stream")
     name = name or streams[0]
     if name not in streams:
         raise click.BadParameter(f"connector '{connector.name}' has no stream '{name}' "

@@ -304,3 +304,23 @@ def test_validate_reports_an_unknown_sink_connector_at_its_line(etrmflow_project
     located = ("pipelines/instructions.yml:6:16: sinks[0].connector: no connector named 'vendr' in connectors/ "
                "(did you mean 'vendor'?)")
     assert result.stderr.splitlines() == [located, "1 problem found; nothing was fetched."]
+
+
+def test_a_connector_used_only_for_writing_back_needs_no_streams(etrmflow_project: EtrmflowProject,
+                                                                 sandbox_vendor_factory: SandboxFactory) -> None:
+    vendor = sandbox_vendor_factory()
+    project = writeback_project(etrmflow_project, vendor, sink_connector="back_office")
+    project.write({"connectors/back_office.yml": (
+        "name: back_office\n"
+        "base_url: \"{{ env_var('SANDBOX_URL') }}\"\n"
+        f"auth: {API_KEY.replace('VENDOR_SECRET', 'BO_KEY')}\n"
+        f"{FAST_RETRY}")})
+    project.env["BO_KEY"] = "sandbox-key"
+
+    result = project.run("run", "pipelines/instructions.yml")
+    debug = project.run("debug", "back_office")
+
+    assert result.exit_code == 0, result.output
+    assert_every_valid_settlement_booked_once(vendor)
+    assert debug.exit_code == 2
+    assert "declares no streams to fetch" in debug.stderr
