@@ -328,3 +328,32 @@ def test_a_resume_whose_staging_is_gone_fails_instead_of_finishing_short(tmp_pat
     _checkpoint(tmp_path, "run1", 3)
     with pytest.raises(StagingError, match=r"rows run run1 staged .* are gone .* run without --resume"):
         StagingStore(place(tmp_path, resume=True))
+
+
+# --- columns some batches lack -------------------------------------------------------------------
+
+def test_every_chunk_has_every_staged_column_in_first_seen_order(tmp_path: Path) -> None:
+    first = pd.DataFrame({"k": [1], "fee": [1.5]})
+    second = pd.DataFrame({"note": ["late"], "k": [2]})  # lacks fee (an optional field), adds note
+
+    chunks = round_trip(tmp_path, [first, second], key=["k"], chunk_rows=1)
+
+    assert [list(chunk.columns) for chunk in chunks] == [["k", "fee", "note"], ["k", "fee", "note"]]
+    assert cells(chunks[0]["fee"]) == ["float:1.5"] and cells(chunks[0]["note"]) == ["NoneType:None"]
+    assert cells(chunks[1]["fee"]) == ["NoneType:None"] and cells(chunks[1]["note"]) == ["str:'late'"]
+
+
+def test_a_page_without_the_key_column_stages_its_rows_with_an_empty_key(tmp_path: Path) -> None:
+    first = pd.DataFrame({"trade_id": ["T2", "T1"], "n": [1, 2]})
+    second = pd.DataFrame({"n": [3]})
+
+    (back,) = round_trip(tmp_path, [first, second], key=["trade_id"])
+
+    assert back["n"].tolist() == [3, 2, 1]  # the empty key first, as nulls sort
+    assert back["trade_id"].tolist()[1:] == ["T1", "T2"] and pd.isna(back["trade_id"].tolist()[0])
+
+
+def test_a_group_key_no_page_had_fails_at_the_finish_naming_it(tmp_path: Path) -> None:
+    with pytest.raises(TransformError, match=r"transforms\[0\] \(dedupe\): no page had its group key: "
+                                             r"dedupe: no column trade_idd \(columns: trade_id\)"):
+        apply_steps([Dedupe({"key": ["trade_idd"]})], [pd.DataFrame({"trade_id": ["T1"]})])

@@ -124,8 +124,7 @@ class StepChain:
     def _stage(self, number: int, batch_id: str, frame: pd.DataFrame) -> None:
         stage = self.stages[number]
         key = stage.step.group_key()
-        try:
-            require_columns(frame, key, stage.step.type_name)
+        try:  # a key column the page lacks (an optional field) stages as empty; finish checks the run had it
             self._store().stage(number, batch_id, frame, key)
         except EtrmflowError:
             raise
@@ -136,6 +135,12 @@ class StepChain:
     def _outputs(self, store: StagingStore, number: int, stage: _Stage) -> Iterator[tuple[pd.DataFrame, str]]:
         """The step's output frames, each with a batch id derived from the input read so far."""
         assert self.staging is not None
+        staged = store.columns(number)
+        if staged:  # the key of every page was optional: a typo, most likely
+            try:
+                require_columns(pd.DataFrame(columns=staged), stage.step.group_key(), stage.step.type_name)
+            except ValueError as exc:
+                raise TransformError(f"{_where(stage.index, stage.step)}: no page had its group key: {exc}") from None
         read = hashlib.sha256(f"{self.staging.pipeline}:{number}:{stage.index}".encode())
         size = stage.step.chunk_rows() or DEFAULT_CHUNK_ROWS
 

@@ -34,6 +34,7 @@ from etrmflow.engine.staging_codec import (
     dumps_tagged,
     encode_column,
     key_rows,
+    loads_tagged,
 )
 
 FORMAT = "1"
@@ -249,6 +250,11 @@ class StagingStore:
                     self.db.execute(f"DROP TABLE {name}")
             self.db.execute("DELETE FROM batches WHERE stage >= ?", (stage,))
             self.db.execute("DELETE FROM slots WHERE stage >= ?", (stage,))
+
+    def columns(self, stage: int) -> list[Any]:
+        """Every column staged so far for ``stage``, in the order they were first seen."""
+        return [loads_tagged(name) for (name,) in self.db.execute(
+            "SELECT name FROM slots WHERE stage = ? ORDER BY slot", (stage,))]
 
     def rows(self, stage: int) -> int:
         return int(self.db.execute("SELECT coalesce(sum(rows), 0) FROM batches WHERE stage = ?",

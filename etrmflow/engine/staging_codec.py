@@ -293,15 +293,17 @@ def decode_column(values: list[Any], codec: str, dtype: Any) -> Any:
         values = [loads_tagged(v) for v in values]
         if isinstance(dtype, np.dtype) and dtype.kind != "O":
             return np.array(values, dtype=dtype)  # e.g. uint64 beyond SQLite's integers
-        return _object_array(values)
+        return object_array(values)
     base, _, marker = codec.partition("~")
     convert, missing = _DECODE[base], np.nan if marker == "nan" else None
-    return _object_array([missing if v is None else convert(v) for v in values])
+    return object_array([missing if v is None else convert(v) for v in values])
 
 
-def _object_array(values: list[Any]) -> np.ndarray:
+def object_array(values: list[Any]) -> np.ndarray:
+    """A 1-d object array of ``values``, element by element: a list value must not become a
+    second dimension, a Decimal stays a Decimal."""
     array = np.empty(len(values), dtype=object)
-    array[:] = values  # element by element: a list value must not become a second dimension
+    array[:] = values
     return array
 
 
@@ -351,10 +353,12 @@ def key_cells(series: pd.Series) -> list[tuple[Any, Any]]:
 
 
 def key_rows(frame: pd.DataFrame, columns: list[str]) -> list[tuple[Any, ...]]:
-    """Per row, the flat key ``(k0, k0 tie-break, k1, k1 tie-break, ...)`` as staged."""
+    """Per row, the flat key ``(k0, k0 tie-break, k1, k1 tie-break, ...)`` as staged. A column
+    the frame lacks (an optional field no record of the page has) is an empty key part."""
     if not columns:
         return [()] * len(frame)
-    cells = [key_cells(frame[column]) for column in columns]
+    absent = [(None, None)] * len(frame)
+    cells = [key_cells(frame[column]) if column in frame.columns else absent for column in columns]
     return [tuple(part for pair in row for part in pair) for row in zip(*cells)]
 
 

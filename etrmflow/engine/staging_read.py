@@ -23,6 +23,7 @@ from etrmflow.engine.staging_codec import (
     decode_column,
     dtype_from_spec,
     loads_tagged,
+    object_array,
 )
 
 FETCH = 2000
@@ -64,12 +65,14 @@ def read_chunks(store: StagingStore, stage: int, width: int, chunk_rows: int) ->
         exists = reader.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (rows_table(stage),)).fetchone()
         if not exists:
             return
+        reader.execute("PRAGMA temp_store=FILE")  # the sort spills to disk, never to memory
         batches, schemas = _schemas(reader, stage)
-        slots = reader.execute("SELECT count(*) FROM slots WHERE stage = ?", (stage,)).fetchone()[0]
+        names = [loads_tagged(name) for (name,) in reader.execute(
+            "SELECT name FROM slots WHERE stage = ? ORDER BY slot", (stage,))]
         order = ", ".join([*key_columns(width), "arrival", "seq"])
-        columns = ", ".join(["arrival", *key_columns(width), *(f"c{i}" for i in range(slots))])
+        columns = ", ".join(["arrival", *key_columns(width), *(f"c{i}" for i in range(len(names)))])
         cursor = reader.execute(f"SELECT {columns} FROM {rows_table(stage)} ORDER BY {order}")
-        decoder = _Decoder(stage, width, batches, schemas)
+        decoder = _Decoder(stage, width, batches, schemas, names)
         for rows in _cut(cursor, width, chunk_rows):
             yield decoder.chunk(rows)
     except sqlite3.Error as exc:
@@ -105,11 +108,13 @@ def _cut(cursor: sqlite3.Cursor, width: int, chunk_rows: int) -> Iterator[list[t
 
 class _Decoder:
     def __init__(self, stage: int, width: int, batches: dict[int, tuple[str, int]],
-                 schemas: dict[int, _Schema]) -> None:
+                 schemas: dict[int, _Schema], names: list[Any]) -> None:
         self.stage = stage
         self.width = width
         self.batches = batches
         self.schemas = schemas
+        self.names = names
+        """Every column of the stage, first seen first: each chunk has them all, in this order."""
         self.offset = 1 + 2 * width  # where the value columns start in a row
 
     def chunk(self, rows: list[tuple[Any, ...]]) -> Chunk:
@@ -120,7 +125,17 @@ class _Decoder:
             frame = self._frame(rows, self.schemas[next(iter(by_schema))])
         else:
             frame = self._mixed(rows, by_schema)
-        return Chunk(frame=frame, digest=self._digest(rows))
+        return Chunk(frame=self._complete(frame), digest=self._digest(rows))
+
+    def _complete(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """Every column of the stage: one that no batch of this chunk had (an optional field
+        some pages lack) is empty, so a chunk boundary never decides whether a column exists."""
+        if list(frame.columns) == self.names:
+            return frame
+        for name in self.names:
+            if name not in frame.columns:
+                frame[name] = object_array([None] * len(frame))
+        return frame[self.names]
 
     def _frame(self, rows: list[tuple[Any, ...]], schema: _Schema) -> pd.DataFrame:
         at = self.offset

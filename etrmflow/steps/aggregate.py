@@ -9,9 +9,16 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
+from etrmflow.engine.staging_codec import object_array
 from etrmflow.steps.common import COLUMNS, StepError, options_object, require_columns
 from etrmflow.steps.dataset import CHUNK_ROWS, DatasetStep
-from etrmflow.steps.exact import divide, exact_sum, has_decimals, is_missing, to_decimal
+from etrmflow.steps.values import (
+    divide,
+    exact_sum,
+    has_decimals,
+    is_missing,
+    to_decimal,
+)
 
 FUNCTIONS = ("sum", "count", "min", "max", "mean", "first", "last")
 _MEASURE = {
@@ -98,14 +105,17 @@ def _measure(series: pd.Series, function: str, members: list[np.ndarray], scale:
     exact = has_decimals(series)
     values = series.tolist()
     reduce = _REDUCERS[function]
-    results = [reduce([values[i] for i in rows if not is_missing(values[i])], exact, scale, what)
-               for rows in members]
+    try:
+        results = [reduce([values[i] for i in rows if not is_missing(values[i])], exact, scale, what)
+                   for rows in members]
+    except TypeError as exc:  # e.g. text among numbers: say which measure, not only what Python says
+        problem = "the values do not compare" if function in ("min", "max") else "the values are not all numbers"
+        raise StepError(f"{what}: {function} of column {series.name}: {problem} ({exc}); cast the column "
+                        f"before the step") from None
     if function == "count":
         return np.array(results, dtype="int64")
     if exact or series.dtype == object:
-        array = np.empty(len(results), dtype=object)
-        array[:] = results
-        return array
+        return object_array(results)
     dtype = _result_dtype(series, function)
     if dtype == "float64":
         return np.array([np.nan if r is None else r for r in results], dtype="float64")

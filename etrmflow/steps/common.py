@@ -6,8 +6,9 @@ from typing import Any
 
 import pandas as pd
 
-COLUMNS = {"type": "array", "items": {"type": "string"}, "minItems": 1}
-"""Options schema of a non-empty list of column names."""
+COLUMNS = {"type": "array", "items": {"type": "string"}, "minItems": 1, "uniqueItems": True}
+"""Options schema of a non-empty list of distinct column names (a column listed twice would be,
+say, converted twice)."""
 
 
 def options_object(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:

@@ -34,6 +34,9 @@ class DatasetStep(Transform):
       and the largest group, never by the length of the run.
     * values and dtypes come back as they were staged (Decimal stays Decimal, timestamps keep
       their zone, categories their categories); the index does not: chunks are numbered from 0.
+    * every chunk has every column staged so far, in the order first seen: a column the pages
+      of a chunk lacked (an optional field) is empty there. A page without a group key column
+      stages its rows with an empty key; a key column no page had fails the run at the finish.
 
     ``apply_chunks`` yields output frames; by default it calls ``apply`` on each chunk.
     Override it to carry state across chunks or to emit rows at the end; ``scratch`` is an

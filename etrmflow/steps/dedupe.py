@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import decimal
 from typing import Any, ClassVar
 
 import numpy as np
@@ -10,6 +12,7 @@ import pandas as pd
 from etrmflow.engine.staging_codec import dumps_tagged
 from etrmflow.steps.common import COLUMNS, StepError, options_object, require_columns
 from etrmflow.steps.dataset import CHUNK_ROWS, DatasetStep
+from etrmflow.steps.values import is_missing
 
 _POSITION = "__etrmflow_position"
 _GROUP = "__etrmflow_group"
@@ -72,6 +75,8 @@ class Dedupe(DatasetStep):
 
     def _ranked(self, frame: pd.DataFrame) -> pd.DataFrame:
         """The rows sorted by key group (in the order the chunk has them), rank, then arrival."""
+        for column in self.order_by:
+            _check_rankable(frame[column])
         ranked = frame.reset_index(drop=True)
         groups = ranked.groupby(self.key, sort=False, dropna=False).ngroup()
         ranked = ranked.assign(**{_GROUP: groups.to_numpy(), _POSITION: np.arange(len(ranked))})
@@ -97,3 +102,26 @@ class Dedupe(DatasetStep):
                                     f"{', '.join(self.order_by)}, and on_tie is fail")
         self.count("ties", len(winners))
         self.count("conflicting_ties", conflicts)
+
+
+def _check_rankable(values: pd.Series) -> None:
+    """Python objects of kinds that do not compare (a version sent as 10 on one page and "9" on
+    another) would be ranked arbitrarily, and the wrong row kept."""
+    if values.dtype != object:
+        return
+    kinds = {_kind(value) for value in values.tolist() if not is_missing(value)}
+    if len(kinds) > 1:
+        raise StepError(f"dedupe: order_by column {values.name} holds {' and '.join(sorted(kinds))}, which do "
+                        f"not rank against each other; cast the column to one type before the step")
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, (bool, np.bool_)):
+        return "booleans"
+    if isinstance(value, (int, float, decimal.Decimal, np.number)):
+        return "numbers"
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, dt.datetime):  # pd.Timestamp too
+        return "times"
+    return type(value).__name__

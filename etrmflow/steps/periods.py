@@ -22,7 +22,7 @@ from etrmflow.steps.values import (
     SCALE,
     Inexact,
     decimal_of,
-    is_null,
+    is_missing,
     repeat_rows,
     row_names,
     utc_instants,
@@ -152,7 +152,7 @@ class ExpandIntervals(Transform):
         return pd.Series(parts, dtype=object)
 
     def _parts(self, frame: pd.DataFrame, column: str, position: int, value: Any, count: int) -> list[Any]:
-        if is_null(value):
+        if is_missing(value):
             return [None] * count
         if isinstance(value, decimal.Decimal) and value.is_finite():
             return self._decimal_parts(frame, column, position, value, count)

@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 import pandas as pd
 
 from etrmflow.engine.staging import StagingPlace, StagingStore
-from etrmflow.engine.staging_codec import key_rows, sql_order
+from etrmflow.engine.staging_codec import key_rows, object_array, sql_order
 from etrmflow.engine.staging_read import read_chunks
 from etrmflow.steps.common import StepError, options_object, require_columns
 from etrmflow.steps.dataset import CHUNK_ROWS, DEFAULT_CHUNK_ROWS, DatasetStep
@@ -121,9 +121,14 @@ class Reconcile(DatasetStep):
         rows = self.chunk_rows() or DEFAULT_CHUNK_ROWS
         for counter in ("keys", "matched", "breaks"):
             self.count(counter, 0)
-        first = next(chunks, None)
-        if first is not None:
-            require_columns(first, [*self.keys, *self.fields], "reconcile")
+        first = None  # the first chunk with a key: its values say how to read the other side's
+        for chunk in chunks:
+            require_columns(chunk, [*self.keys, *self.fields], "reconcile")
+            if chunk[list(self.keys)].notna().all(axis=1).any():
+                first = chunk
+                break
+            # rows without a key sort first and match nothing: they need no other side
+            yield self._frame([self._row(group, None) for group in self._groups(iter([chunk]))], chunk)
         store = StagingStore(StagingPlace(folder=scratch, pipeline="other", run_id="reconcile"))
         try:
             self._stage_other(store, first, rows)
@@ -210,7 +215,7 @@ class Reconcile(DatasetStep):
 
     def _frame(self, rows: list[dict[str, Any]], sample: pd.DataFrame | None) -> pd.DataFrame:
         columns = {name: [row[name] for row in rows] for name in rows[0]}
-        frame = pd.DataFrame({name: _objects(values) for name, values in columns.items()})
+        frame = pd.DataFrame({name: object_array(values) for name, values in columns.items()})
         for side in (self.left, self.right):
             frame[f"{side}_rows"] = frame[f"{side}_rows"].astype("int64")
         frame["status"] = frame["status"].astype(str)
@@ -229,11 +234,3 @@ class Reconcile(DatasetStep):
         log.info("reconcile %s vs %s (%s): %d key(s), %d matched, %d break(s)%s", self.left, self.right,
                  self.other.describe(), counts.get("keys", 0), counts.get("matched", 0), counts.get("breaks", 0),
                  f" ({detail})" if detail else "")
-
-
-def _objects(values: list[Any]) -> Any:
-    import numpy as np
-
-    array = np.empty(len(values), dtype=object)
-    array[:] = values
-    return array

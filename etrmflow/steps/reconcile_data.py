@@ -8,7 +8,7 @@ compared as the digits written.
 
 from __future__ import annotations
 
-import contextlib
+import datetime as dt
 import decimal
 import sqlite3
 from collections.abc import Iterator, Mapping
@@ -16,10 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from etrmflow.steps.common import StepError
-from etrmflow.steps.exact import has_decimals, is_missing
+from etrmflow.steps.tables import table_rows
+from etrmflow.steps.values import is_missing
 from etrmflow.validation.reference import project_file, read_csv, text_key, to_decimal
 
 _TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
@@ -64,20 +66,7 @@ class OtherSide:
 
     def _table(self, project_dir: str) -> Iterator[tuple[Any, ...]]:
         path: Path = project_file(project_dir, str(self.database), "reconcile database")
-        wanted = list(self.columns.values())
-        with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
-            names = [row[1] for row in db.execute(f"PRAGMA table_info({_q(str(self.table))})")]
-            if not names:
-                raise ValueError(f"{path} has no table {self.table!r}")
-            absent = [c for c in wanted if c not in names]
-            if absent:
-                raise ValueError(f"table {self.table!r} in {path} has no column {', '.join(map(repr, absent))} "
-                                 f"(its columns: {', '.join(names)})")
-            yield from db.execute(f"SELECT {', '.join(map(_q, wanted))} FROM {_q(str(self.table))}")
-
-
-def _q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
+        yield from table_rows(path, str(self.table), list(self.columns.values()))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -86,11 +75,17 @@ def _q(name: str) -> str:
 
 def converter(sample: pd.Series | None) -> Any:
     """How to turn the other side's values into the type of the pipeline's column ``sample``
-    (text when that fails, so an unreadable key matches nothing instead of failing the run)."""
+    (text when that fails, so an unreadable key matches nothing instead of failing the run).
+
+    A column of Python objects is judged by its first value, not its dtype: rows of a page in
+    which every value was empty make an integer column an object column."""
     if sample is None:
         return lambda value: value
     dtype = sample.dtype
     types = pd.api.types
+    if dtype == object:
+        first = next((value for value in sample.tolist() if not is_missing(value)), None)
+        return _by_value(first)
     if types.is_bool_dtype(dtype):
         return _boolean
     if types.is_integer_dtype(dtype):
@@ -99,9 +94,25 @@ def converter(sample: pd.Series | None) -> Any:
         return lambda value: _number(value, float)
     if isinstance(dtype, pd.DatetimeTZDtype) or types.is_datetime64_dtype(dtype):
         return lambda value: _timestamp(value, getattr(dtype, "tz", None))
-    if has_decimals(sample):
+    return _text
+
+
+def _by_value(first: Any) -> Any:
+    if isinstance(first, (bool, np.bool_)):
+        return _boolean
+    if isinstance(first, (int, np.integer)):
+        return _integer
+    if isinstance(first, (float, np.floating)):
+        return lambda value: _number(value, float)
+    if isinstance(first, decimal.Decimal):
         return lambda value: _number(value, lambda d: d)
-    return lambda value: value if is_missing(value) else (text_key(value) or str(value))
+    if isinstance(first, (pd.Timestamp, dt.datetime)):
+        return lambda value: _timestamp(value, first.tzinfo)
+    return _text
+
+
+def _text(value: Any) -> Any:
+    return value if is_missing(value) else (text_key(value) or str(value))
 
 
 def _boolean(value: Any) -> Any:

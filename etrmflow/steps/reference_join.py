@@ -7,7 +7,6 @@ column, and string keys just work.
 
 from __future__ import annotations
 
-import contextlib
 import decimal
 import sqlite3
 from collections.abc import Mapping
@@ -18,7 +17,8 @@ import pandas as pd
 
 from etrmflow.components import Transform
 from etrmflow.steps.common import StepError, options_object, require_columns
-from etrmflow.steps.values import is_null, row_names
+from etrmflow.steps.tables import table_rows
+from etrmflow.steps.values import is_missing, row_names
 from etrmflow.validation.reference import project_file, read_csv, text_key, to_decimal
 
 _NAME = {"type": "string", "minLength": 1}
@@ -88,6 +88,14 @@ class Join(Transform):
         if len(set(self.columns.values())) != len(self.columns):
             raise ValueError("columns brings two reference columns in under one name")
         self._reference: dict[Key, tuple[Any, ...]] | None = None
+        # rows without a match that a run lets through or drops show in run_results.json (steps)
+        self.unmatched_counter = _unmatched_counter(options)
+        self.counts = {"rows_in": 0, self.unmatched_counter: 0} if self.unmatched_counter else {}
+
+    def counters(self) -> dict[str, int]:
+        """Rows in, and those without a match that were dropped (``how: inner``) or kept with
+        empty columns (``unmatched: null``/``keep``), over the batches this process ran."""
+        return dict(self.counts)
 
     @property
     def source(self) -> str:
@@ -106,15 +114,21 @@ class Join(Transform):
             raise StepError(f"{self.type_name}: {len(missing)} row(s) match nothing in {self.source}: "
                             f"{self._describe(frame, keys, missing)}; add them to the reference, or set "
                             f"`unmatched: null` to keep them with empty columns")
+        matched = np.array([row is not None for row in found], dtype=bool)
+        if self.unmatched_counter:
+            self.counts["rows_in"] += len(frame)
+            self.counts[self.unmatched_counter] += len(missing)
         out = frame.copy()
         for index, name in enumerate(self.columns.values()):
             values = [None if row is None else row[index] for row in found]
             column = self._typed(name, values, frame.index)
             if unmatched == "keep" and name in frame.columns:
-                column = column.astype(object).where([row is not None for row in found], frame[name].astype(object))
+                column = pd.Series(np.where(matched, column.astype(object).to_numpy(),
+                                            frame[name].astype(object).to_numpy()), index=frame.index, dtype=object)
             out[name] = column
         if missing and how == "inner":
-            out = out.drop(index=out.index[missing])  # asked for: like a filter, the index keeps its gaps
+            # asked for: like a filter, the index keeps its gaps. By position, not by label: labels may repeat
+            out = out.iloc[np.flatnonzero(matched)]
         return out
 
     def reference(self) -> dict[Key, tuple[Any, ...]]:
@@ -124,6 +138,8 @@ class Join(Transform):
                 rows = self._read_file() if "file" in self.options else self._read_table()
             except ValueError as exc:
                 raise StepError(f"{self.type_name}: {exc}") from None
+            except sqlite3.Error as exc:  # e.g. the file is no SQLite database
+                raise StepError(f"{self.type_name}: cannot read {self.source}: {exc}") from None
             self._reference = self._index(rows)
         return self._reference
 
@@ -135,19 +151,8 @@ class Join(Transform):
 
     def _read_table(self) -> list[tuple[str, tuple[Any, ...]]]:
         path = project_file(self.project_dir, self.options["database"], "reference database")
-        table = self.options["table"]
-        columns = [*self.on.values(), *self.columns]
-        with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
-            names = [row[1] for row in db.execute(f"PRAGMA table_info({_q(table)})")]
-            if not names:
-                raise ValueError(f"{path} has no table {table!r}")
-            absent = [c for c in columns if c not in names]
-            if absent:
-                raise ValueError(f"table {table!r} in {path} has no column {', '.join(map(repr, absent))} "
-                                 f"(its columns: {', '.join(names)})")
-            query = f"SELECT {', '.join(map(_q, columns))} FROM {_q(table)}"
-            return [(f"row {number}", row)
-                    for number, row in enumerate(db.execute(query), 1)]
+        rows = table_rows(path, self.options["table"], [*self.on.values(), *self.columns])
+        return [(f"row {number}", row) for number, row in enumerate(rows, 1)]
 
     def _index(self, rows: list[tuple[str, tuple[Any, ...]]]) -> dict[Key, tuple[Any, ...]]:
         width = len(self.on)
@@ -168,7 +173,7 @@ class Join(Transform):
         if kind is None:
             return pd.Series(values, index=index, dtype=object)
         try:
-            converted = [None if is_null(value) else _CONVERT[kind](value) for value in values]
+            converted = [None if is_missing(value) else _CONVERT[kind](value) for value in values]
         except (ValueError, ArithmeticError) as exc:
             raise StepError(f"{self.type_name}: column {name!r} of {self.source} holds a value that is not "
                             f"{kind}: {exc}") from None
@@ -179,18 +184,20 @@ class Join(Transform):
         return shown + (f" and {len(positions) - _SHOWN_KEYS} more" if len(positions) > _SHOWN_KEYS else "")
 
 
+def _unmatched_counter(options: Mapping[str, Any]) -> str | None:
+    if options.get("how") == "inner":
+        return "unmatched_dropped"
+    return None if options.get("unmatched", "error") == "error" else "unmatched_kept"
+
+
 def _frame_keys(frame: pd.DataFrame, columns: list[str]) -> list[Key]:
-    texts = [[None if is_null(value) else text_key(value.item() if isinstance(value, np.generic) else value)
+    texts = [[None if is_missing(value) else text_key(value.item() if isinstance(value, np.generic) else value)
               for value in frame[column]] for column in columns]
     return list(zip(*texts)) if texts else []
 
 
 def _show(key: Key) -> str:
     return "/".join("(empty)" if part is None else part for part in key)
-
-
-def _q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def _boolean(value: Any) -> bool:

@@ -10,7 +10,7 @@ import pandas as pd
 
 from etrmflow.components import Transform
 from etrmflow.steps.common import StepError, options_object
-from etrmflow.steps.values import is_null, repeat_rows, row_names
+from etrmflow.steps.values import is_missing, repeat_rows, row_names
 
 _NAME = {"type": "string", "minLength": 1}
 INDEX_BASE = {"enum": [0, 1], "description": "Number of the first element: 0 (default, as in JSON "
@@ -73,7 +73,7 @@ class ExplodeLegs(Transform):
     def _legs(self, frame: pd.DataFrame, position: int, value: Any) -> list[Mapping[str, Any]]:
         if isinstance(value, (list, tuple, np.ndarray)):
             legs = list(value)
-        elif is_null(value):
+        elif is_missing(value):
             legs = []
         else:
             raise StepError(f"{self.type_name}: {row_names(frame, [position])} holds "

@@ -12,11 +12,12 @@ from collections.abc import Mapping
 from fractions import Fraction
 from typing import Any, ClassVar
 
+import numpy as np
 import pandas as pd
 
 from etrmflow.components import Transform
 from etrmflow.steps.common import COLUMNS, StepError, options_object, require_columns
-from etrmflow.steps.values import SCALE, is_null, row_names, scale_values
+from etrmflow.steps.values import SCALE, is_missing, row_names, scale_rows
 
 MEGAJOULES: dict[str, Fraction] = {
     "kWh": Fraction(36, 10),
@@ -77,6 +78,10 @@ class NormaliseUnits(Transform):
         super().__init__(options, project_dir=project_dir)
         if ("unit_column" in options) == ("from" in options):
             raise ValueError("give exactly one of unit_column (each row's unit) and from (one unit for all rows)")
+        both = sorted(set(options["columns"]) & set(options.get("price_columns", [])))
+        if both:  # converted one way, then back: the unit column would say MWh of a kWh value
+            raise ValueError(f"{', '.join(both)} is in both columns and price_columns; a column is a volume "
+                             f"(multiplied by the factor) or a price per unit (divided by it)")
         self.to: str = options["to"]
         self.scale: int | None = options.get("scale")
         self.price_scale: int | None = options.get("price_scale", self.scale)
@@ -85,11 +90,12 @@ class NormaliseUnits(Transform):
         volumes, prices = list(self.options["columns"]), list(self.options.get("price_columns", []))
         unit_column = self.options.get("unit_column")
         require_columns(frame, volumes + prices + ([unit_column] if unit_column else []), self.type_name)
-        units = self._units(frame, unit_column)
+        units = self._units(frame, unit_column).to_numpy(dtype=object)
         frame = frame.copy()
-        for unit, rows in units.groupby(units, sort=False).groups.items():
+        for unit in pd.unique(units):
             if unit == self.to:
                 continue
+            rows = np.flatnonzero(units == unit)  # positions: index labels may repeat
             factor = MEGAJOULES[unit] / MEGAJOULES[self.to]
             for column in volumes:
                 self._convert(frame, column, rows, factor, self.scale, unit)
@@ -104,21 +110,18 @@ class NormaliseUnits(Transform):
             return pd.Series(self.options["from"], index=frame.index, dtype=object)
         raw = frame[unit_column]
         units = raw.map(canonical_unit).astype(object)
-        unknown = [position for position, unit in enumerate(units) if is_null(unit)]
+        unknown = [position for position, unit in enumerate(units) if is_missing(unit)]
         if unknown:
-            values = sorted({str(raw.iloc[p]) for p in unknown if not is_null(raw.iloc[p])})
+            values = sorted({str(raw.iloc[p]) for p in unknown if not is_missing(raw.iloc[p])})
             what = f"unknown unit {', '.join(map(repr, values))}" if values else "no unit"
             raise StepError(f"{self.type_name}: {what} in column {unit_column!r} at {row_names(frame, unknown)}; "
                             f"known units: {', '.join(MEGAJOULES)}")
         return units
 
-    def _convert(self, frame: pd.DataFrame, column: str, rows: pd.Index, factor: Fraction, scale: int | None,
+    def _convert(self, frame: pd.DataFrame, column: str, rows: np.ndarray, factor: Fraction, scale: int | None,
                  unit: str) -> None:
         where = f"{self.type_name}: column {column!r} ({unit} to {self.to})"
-        converted = scale_values(frame.loc[rows, column], factor, scale, where=where)
-        if converted.dtype != frame[column].dtype:
-            frame[column] = frame[column].astype(converted.dtype)
-        frame.loc[rows, column] = converted
+        frame[column] = scale_rows(frame[column], rows, factor, scale, where=where)
 
 
 class NormaliseCurrency(Transform):
@@ -152,22 +155,27 @@ class NormaliseCurrency(Transform):
         super().__init__(options, project_dir=project_dir)
         codes = {**PSEUDO_CURRENCIES, **(options.get("codes") or {})}
         self.codes = {pseudo.upper(): iso for pseudo, iso in codes.items()}
+        looping = sorted(pseudo for pseudo, iso in self.codes.items() if iso in self.codes)
+        if looping:  # every amount in that currency would shrink a hundredfold, page after page
+            raise ValueError(f"codes maps {', '.join(f'{p} to {self.codes[p]}' for p in looping)}"
+                             f"{' (itself)' if all(self.codes[p] == p for p in looping) else ''}; "
+                             f"a pseudo-code must map to the currency it is a hundredth of")
 
     def apply(self, frame: pd.DataFrame) -> pd.DataFrame:
         currency, columns = self.options["currency_column"], list(self.options["columns"])
         require_columns(frame, [currency, *columns], self.type_name)
-        iso = frame[currency].map(lambda code: self.codes.get(code.strip().upper()) if isinstance(code, str) else None)
-        rows = frame.index[iso.notna().to_numpy()]
+        codes = frame[currency].to_numpy(dtype=object, copy=True)
+        iso = np.array([self.codes.get(code.strip().upper()) if isinstance(code, str) else None for code in codes],
+                       dtype=object)
+        rows = np.flatnonzero(pd.notna(iso))  # positions: index labels may repeat
         if len(rows) == 0:
             return frame
         frame = frame.copy()
         for column in columns:
             where = f"{self.type_name}: column {column!r}"
-            converted = scale_values(frame.loc[rows, column], Fraction(1, 100), self.options.get("scale"), where=where)
-            if converted.dtype != frame[column].dtype:
-                frame[column] = frame[column].astype(converted.dtype)
-            frame.loc[rows, column] = converted
-        if isinstance(frame[currency].dtype, pd.CategoricalDtype):  # the ISO code may be a new category
-            frame[currency] = frame[currency].astype(object)
-        frame.loc[rows, currency] = iso[rows]
+            frame[column] = scale_rows(frame[column], rows, Fraction(1, 100), self.options.get("scale"), where=where)
+        codes[rows] = iso[rows]
+        dtype = frame[currency].dtype  # a category column becomes text: the ISO code may be a new category
+        frame[currency] = pd.Series(codes, index=frame.index,
+                                    dtype=object if isinstance(dtype, pd.CategoricalDtype) else dtype)
         return frame

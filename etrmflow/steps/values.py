@@ -1,10 +1,11 @@
-"""Value handling shared by the built-in steps: exact decimal scaling, instants with offsets,
-and how a row is named in an error message.
+"""Value handling shared by the built-in steps: empty cells, exact money arithmetic, instants
+with offsets, and how a row is named in an error message.
 
 Money arrives as ``Decimal`` (contract fields declared ``x-etrmflow-decimal``) and must stay
-exact: every scaling of a Decimal goes through ``fractions.Fraction``, and a result that has no
-finite decimal form is an error unless the step declares a ``scale`` to round to (half to even).
-Floats are measurements, not money: they are scaled with float arithmetic.
+exact: sums and products never round (``exact_sum``, ``exact_product``); every scaling or
+quotient goes through ``fractions.Fraction`` and is rounded at most once, half to even, at a
+``scale`` the step declares (``decimal_of``, ``divide``); without one, a result that has no
+finite decimal form is an error. Floats are measurements, not money: float arithmetic.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import decimal
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from fractions import Fraction
 from typing import Any
 
@@ -25,7 +26,9 @@ SCALE = {"type": "integer", "minimum": 0, "maximum": 18}
 """Options schema of a number of decimal places."""
 
 _SHOWN = 5
-_OFFSET = re.compile(r"(?:Z|[+-]\d{2}(?::?\d{2})?)$", re.IGNORECASE)
+# An offset counts only after a time of day: the "-29" of the date 2026-03-29 is no offset.
+_OFFSET = re.compile(r"[T ]\d{2}(?::?\d{2}(?::?\d{2}(?:[.,]\d+)?)?)?\s*(?:Z|[+-]\d{2}(?::?\d{2})?)$",
+                     re.IGNORECASE)
 
 
 class Inexact(ArithmeticError):
@@ -38,11 +41,57 @@ class Inexact(ArithmeticError):
         self.exact = exact
 
 
-def is_null(value: Any) -> bool:
-    """None, NaN, NaT or pd.NA: an empty cell."""
+EXACT = decimal.Context(prec=decimal.MAX_PREC, Emax=decimal.MAX_EMAX, Emin=decimal.MIN_EMIN,
+                        traps=[decimal.Inexact, decimal.InvalidOperation, decimal.Overflow])
+"""Sums and products in this context are exact, or raise (they cannot round silently)."""
+
+
+def is_missing(value: Any) -> bool:
+    """None, NaN (float or Decimal), NaT or pd.NA: an empty cell, as ``pd.isna`` sees it."""
     if value is None or value is pd.NA or value is pd.NaT:
         return True
-    return isinstance(value, float) and math.isnan(value)
+    if isinstance(value, float):
+        return math.isnan(value)
+    return isinstance(value, decimal.Decimal) and value.is_nan()
+
+
+def has_decimals(series: pd.Series) -> bool:
+    """True when the column holds Decimal values (money declared x-etrmflow-decimal)."""
+    return series.dtype == object and any(isinstance(v, decimal.Decimal) for v in series.tolist())
+
+
+def to_decimal(value: Any, what: str) -> decimal.Decimal:
+    """A finite number as a Decimal: a float by its shortest repr, i.e. the digits the vendor
+    sent. StepError, starting with ``what``, for anything else."""
+    item = getattr(value, "item", None)
+    value = item() if callable(item) and not isinstance(value, decimal.Decimal) else value
+    if isinstance(value, decimal.Decimal):
+        number = value
+    elif isinstance(value, int) and not isinstance(value, bool):
+        number = decimal.Decimal(value)
+    elif isinstance(value, float):
+        number = decimal.Decimal(repr(value))
+    else:
+        raise StepError(f"{what}: {value!r} is not a number")
+    if not number.is_finite():
+        raise StepError(f"{what}: {number} is not a finite number")
+    return number
+
+
+def exact_sum(values: Iterable[decimal.Decimal]) -> decimal.Decimal:
+    total = decimal.Decimal(0)
+    for value in values:
+        total = EXACT.add(total, value)
+    return total
+
+
+def exact_product(a: decimal.Decimal, b: decimal.Decimal) -> decimal.Decimal:
+    return EXACT.multiply(a, b)
+
+
+def divide(numerator: decimal.Decimal, denominator: decimal.Decimal, scale: int) -> decimal.Decimal:
+    """``numerator / denominator`` rounded half to even to ``scale`` decimals, in one rounding."""
+    return decimal_of(Fraction(numerator) / Fraction(denominator), scale)
 
 
 def decimal_of(exact: Fraction, scale: int | None, *, like: decimal.Decimal | None = None) -> decimal.Decimal:
@@ -80,8 +129,20 @@ def scale_values(values: pd.Series, factor: Fraction, scale: int | None, *, wher
                      dtype=object)
 
 
+def scale_rows(values: pd.Series, rows: np.ndarray, factor: Fraction, scale: int | None, *,
+               where: str) -> pd.Series:
+    """``values`` with the rows at the positions ``rows`` scaled (``scale_values``), the others
+    as they were. By position: after a step whose frame repeats index labels, a label would pick
+    rows that must not change."""
+    converted = scale_values(values.iloc[rows], factor, scale, where=where)
+    kept = values if converted.dtype == values.dtype else values.astype(converted.dtype)
+    array = kept.to_numpy(copy=True)
+    array[rows] = converted.to_numpy()
+    return pd.Series(array, index=values.index, dtype=kept.dtype, name=values.name)
+
+
 def _scale_one(value: Any, factor: Fraction, scale: int | None, where: str) -> Any:
-    if is_null(value):
+    if is_missing(value):
         return value
     if isinstance(value, decimal.Decimal):
         if not value.is_finite():
@@ -106,7 +167,7 @@ def utc_instants(values: pd.Series, *, where: str) -> pd.Series:
     if pd.api.types.is_datetime64_dtype(values.dtype):
         raise StepError(f"{where} holds timestamps without a time zone; parse them with "
                         f"parse_timestamps (assume_tz: <zone>) first")
-    present = values[~values.map(is_null)]
+    present = values[~values.map(is_missing)]
     for value in present:
         naive = isinstance(value, str) and not _OFFSET.search(value.strip())
         if naive or (hasattr(value, "tzinfo") and value.tzinfo is None):

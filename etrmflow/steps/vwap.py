@@ -8,9 +8,10 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
-from etrmflow.steps.common import COLUMNS, options_object, require_columns
+from etrmflow.engine.staging_codec import object_array
+from etrmflow.steps.common import COLUMNS, StepError, options_object, require_columns
 from etrmflow.steps.dataset import CHUNK_ROWS, DatasetStep
-from etrmflow.steps.exact import (
+from etrmflow.steps.values import (
     divide,
     exact_product,
     exact_sum,
@@ -66,6 +67,12 @@ class Vwap(DatasetStep):
         self.volume = options.get("volume", "volume_mwh")
         self.scale = int(options.get("scale", 6))
         self.out = {**OUTPUT_DEFAULTS, **(options.get("columns") or {})}
+        names = list(self.out.values())
+        for name in sorted({n for n in names if names.count(n) > 1}):
+            raise StepError(f"vwap: two output columns are named {name}; name them apart in columns")
+        for name in sorted(set(names) & set(self.group_by)):
+            raise StepError(f"vwap: output column {name} is also a group_by column; it would overwrite the "
+                            f"group's key, so name it otherwise in columns")
 
     def group_key(self) -> list[str]:
         return self.group_by
@@ -119,10 +126,4 @@ class Vwap(DatasetStep):
             totals.append(total)
             vwaps.append(None if total == 0 else divide(exact_sum(products), total, self.scale))
         self.count("zero_volume_groups", sum(1 for v in vwaps if v is None))
-        return _objects(vwaps), _objects(totals)
-
-
-def _objects(values: list[Any]) -> np.ndarray:
-    array = np.empty(len(values), dtype=object)
-    array[:] = values
-    return array
+        return object_array(vwaps), object_array(totals)

@@ -38,3 +38,9 @@ def fails(frame: pd.DataFrame) -> pd.DataFrame:
 
 def one_argument(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
+
+
+def renumbered_halves(frame: pd.DataFrame) -> pd.DataFrame:
+    """The first row, then the rest, each part numbered from 0: a frame whose index repeats
+    (pd.concat without ignore_index, a common slip). Steps after it must still see every row once."""
+    return pd.concat([frame.iloc[:1].reset_index(drop=True), frame.iloc[1:].reset_index(drop=True)])
