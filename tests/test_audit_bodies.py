@@ -198,3 +198,20 @@ def test_a_body_echoing_our_secret_is_kept_masked_and_the_secret_is_nowhere(
     assert verified.exit_code == 0 and "3 kept bodies read back" in verified.stdout
     assert project.files_containing(CANARY) == []
     assert project.files_containing(b"ACME-T-0000001", "target/bodies") != []  # the records are kept
+
+
+def test_a_body_that_cannot_be_kept_stops_the_run_before_its_page_is_loaded(
+        etrmflow_project: EtrmflowProject, sandbox_vendor_factory: SandboxFactory) -> None:
+    vendor = sandbox_vendor_factory(trades=25, api_key=CANARY)
+    project = project_reading(etrmflow_project, vendor, sandbox_connector(page_size=10, auth=HEADER_KEY))
+    project.path("target").mkdir(parents=True, exist_ok=True)
+    project.path("target/bodies").write_text("in the way")  # as a full disk would, writing fails
+
+    result = project.run("run", "--keep-bodies", "pipelines/trades.yml")
+
+    assert result.exit_code == 1, result.output  # a clear failure, not an internal error
+    failed = project.pipeline_result()
+    assert (failed["error_type"], failed["counts"]["written"]) == ("AuditError", 0)
+    assert failed["error"].startswith(f"cannot keep the response body in {project.path('target/bodies')}: ")
+    assert not project.path("target/crash.log").exists()
+    assert project.run("audit", "verify").exit_code == 0

@@ -313,6 +313,28 @@ def test_a_pipeline_whose_sinks_all_replace_their_output_resolves_nothing(quaran
     assert (project.path(LETTERS).read_bytes(), parquet_rows(project)) == (before, 238)
 
 
+@pytest.mark.parametrize("mode", ["replace_partition", "replace"])
+def test_a_replay_never_replaces_what_a_run_loaded(mode: str, etrmflow_project: EtrmflowProject,
+                                                   sandbox_vendor: ThreadedSandbox) -> None:
+    # Written in its own "run", the replayed records would make the partitions they fall in (or
+    # the whole table) hold only them: the rows the run loaded there would be deleted.
+    partition = ", partition_by: [product_code]" if mode == "replace_partition" else ""
+    sinks = f"sinks:\n  - {{type: sqlite, path: target/etrmflow.db, table: trades, mode: {mode}{partition}}}\n"
+    project = first_run(etrmflow_project, sandbox_vendor, PIPELINE.split("sinks:")[0] + sinks)
+    loaded = project.rows("trades")
+    before = project.path(LETTERS).read_bytes()
+    set_contract(project, version="1.1.0", lei_format=False)
+
+    result = project.run("dlq", "replay", PIPELINE_FILE)
+
+    assert result.exit_code == 1, result.output
+    assert re.search(rf"\n +sqlite target/etrmflow\.db table trades \({mode}[^)]*\): skipped \(each run replaces ",
+                     result.stdout), result.stdout
+    assert "every sink of this pipeline replaces its output on each run" in result.stdout
+    assert project.rows("trades") == loaded
+    assert project.path(LETTERS).read_bytes() == before
+
+
 def test_sqlite_dead_letters_are_listed_replayed_and_resolved_in_their_rows(
         etrmflow_project: EtrmflowProject, sandbox_vendor: ThreadedSandbox) -> None:
     project = first_run(etrmflow_project, sandbox_vendor, PIPELINE + "dead_letter: {type: sqlite}\n")

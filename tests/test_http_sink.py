@@ -30,8 +30,8 @@ CENTS = {"amount": DecimalSpec(scale=2, precision=18)}
 
 
 def body_of(frame: pd.DataFrame, *, columns: list[str] | None = None, wrap: str | None = None,
-            decimals: dict[str, DecimalSpec] | None = None) -> bytes:
-    return encode(row_objects(frame, columns, decimals or {}), wrap)
+            decimals: dict[str, DecimalSpec] | None = None, numbers: frozenset[str] = frozenset()) -> bytes:
+    return encode(row_objects(frame, columns, decimals or {}, numbers=numbers), wrap)
 
 
 def test_declared_money_is_sent_at_its_scale_with_every_digit() -> None:
@@ -57,6 +57,22 @@ def test_undeclared_decimals_keep_their_digits_and_floats_their_shortest_form() 
 
     assert body_of(frame) == (b'[{"count":1,"flag":true,"price":0.10,"volume":0.1},'
                               b'{"count":2,"flag":false,"price":100,"volume":25.0}]')
+
+
+def test_a_rows_body_does_not_depend_on_the_other_rows_of_its_page() -> None:
+    # pandas holds an integer column with a gap as float (5 -> 5.0), and a number column float as
+    # soon as one row has a fraction (100 -> 100.0): the same row would get another body, and so
+    # another idempotency key, whenever another row of its page changed.
+    alone = pd.DataFrame.from_records([{"id": "A", "qty": 5, "amount": 100}])
+    beside = pd.DataFrame.from_records([{"id": "A", "qty": 5, "amount": 100}, {"id": "B", "qty": None, "amount": 20.5}])
+    numbers = frozenset({"qty", "amount"})
+
+    assert body_of(alone, numbers=numbers) == body_of(beside.iloc[:1], numbers=numbers) == (
+        b'[{"amount":100,"id":"A","qty":5}]')
+    assert body_of(beside, numbers=numbers) == (
+        b'[{"amount":100,"id":"A","qty":5},{"amount":20.5,"id":"B","qty":null}]')
+    big = pd.DataFrame({"amount": [2.0 ** 60, -0.0, 1e300]})
+    assert body_of(big, numbers=numbers) == b'[{"amount":1152921504606846976},{"amount":0},{"amount":1e+300}]'
 
 
 def test_missing_values_are_null_and_nested_values_stay_json() -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -53,3 +56,30 @@ def test_the_pgserver_wheel_starts_a_server() -> None:
     finally:
         server.stop()
     assert not server.root.exists()
+
+
+def _serving(pid: int, root: Path) -> bool:
+    """Whether ``pid`` is still the server of the cluster in ``root``."""
+    try:
+        return str(root).encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self").exists(), reason="reads /proc to see the server process")
+def test_a_server_outliving_its_killed_test_session_is_stopped_and_removed() -> None:
+    script = ("import time\nfrom etrmflow.testing.postgres import start_server\n"
+              "server = start_server()\nprint(server._process.pid, server.root, flush=True)\ntime.sleep(600)\n")
+    session = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        pid, root = session.stdout.readline().split() if session.stdout else ("", "")
+        assert _serving(int(pid), Path(root)) and Path(root, "data").is_dir()
+    finally:
+        session.kill()  # as a timeout or the OOM killer would: no teardown runs
+        session.wait(timeout=30)
+    deadline = time.monotonic() + 60
+    while (_serving(int(pid), Path(root)) or Path(root).exists()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _serving(int(pid), Path(root))
+    assert not Path(root).exists()

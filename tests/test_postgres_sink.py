@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import sys
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from etrmflow.errors import SinkError
 from etrmflow.plugins import Registry
 from etrmflow.secrets import SecretStore
 from etrmflow.sinks import PostgresSink
+from etrmflow.sinks.pg_tables import value_change
 from etrmflow.testing import PostgresDatabase
 
 MONEY = {"type": "number", "x-etrmflow-decimal": {"scale": 2, "precision": 18}}
@@ -276,6 +278,21 @@ def test_a_decimal_with_more_digits_than_its_scale_fails_the_batch_rather_than_r
     assert pg.rows("SELECT trade_id FROM trades") == [("T1",)]
 
 
+@pytest.mark.parametrize("dtype", ["int64", "object"])
+def test_an_integer_a_float_column_cannot_hold_exactly_fails_the_batch_rather_than_round(pg: Harness,
+                                                                                      dtype: str) -> None:
+    rows = frame(trade("T1", volume_mwh=2 ** 53), trade("T2", volume_mwh=2 ** 53 + 1))
+    rows["volume_mwh"] = rows["volume_mwh"].astype(dtype)
+    sink = pg.sink()
+    sink.open(pg.context())
+    with pytest.raises(SinkError, match=r"rolled back: column volume_mwh: 9007199254740993 cannot be stored as "
+                                        r"double precision without rounding"):
+        sink.write(rows, batch("b0"))
+    sink.write(frame(trade("T3", volume_mwh=2 ** 53)), batch("b1"))  # exactly a float: stored as it is
+    sink.close(True)
+    assert pg.rows("SELECT trade_id, volume_mwh FROM trades") == [("T3", float(2 ** 53))]
+
+
 def test_parsed_timestamps_become_timestamptz_and_keep_the_instant(pg: Harness) -> None:
     rows = frame(trade("T1", day="2025-03-30"), trade("T2", day="2025-10-26"))
     rows["delivery_start"] = pd.to_datetime(rows["delivery_start"], utc=True, format="ISO8601")
@@ -299,6 +316,56 @@ def test_nested_values_are_jsonb(pg: Harness) -> None:
 # ---------------------------------------------------------------------------------------------
 # All or nothing
 # ---------------------------------------------------------------------------------------------
+
+TABLE = ("CREATE TABLE trades (trade_id text, version {version}, price {price}, volume_mwh {volume}, "
+         "delivery_start {start}, PRIMARY KEY (trade_id, version))")
+FITTING = {"version": "bigint", "price": "numeric(18,2)", "volume": "double precision", "start": "timestamptz"}
+
+
+def parsed(*records: dict[str, Any]) -> pd.DataFrame:
+    rows = frame(*records)
+    rows["delivery_start"] = pd.to_datetime(rows["delivery_start"], format="ISO8601")  # keeps +01:00
+    return rows
+
+
+@pytest.mark.parametrize(("column", "existing", "why"), [
+    ("price", "numeric(18,1)", "keeps 1 decimal place, and the values have up to 2: PostgreSQL would round them"),
+    ("price", "numeric", None),
+    ("price", "numeric(12,4)", None),  # too small for a value is no silent change: the server refuses it
+    ("volume", "real", "keeps about 6 significant digits"),
+    ("version", "double precision", "keeps integers exactly only up to 2^53"),
+    ("start", "timestamp without time zone", "has no time zone: PostgreSQL would drop each value's UTC offset"),
+    ("start", "timestamp(0) with time zone", "keeps 0 decimal places of a second"),
+])
+def test_an_existing_column_that_would_change_the_values_is_refused(pg: Harness, column: str, existing: str,
+                                                                    why: str | None) -> None:
+    pg.rows(TABLE.format(**{**FITTING, column: existing}))
+    rows = parsed(trade("T1", price="40.45", volume_mwh=15.123456789, version=2 ** 53 + 1))
+    rows["delivery_start"] += pd.Timedelta(microseconds=250)
+    if why is None:  # a column wide enough takes every value as it is
+        pg.run(pg.sink(), rows)
+        assert pg.rows("SELECT price FROM trades") == [(Decimal("40.45"),)]
+        return
+    sink = pg.sink()
+    sink.open(pg.context())
+    name = {"volume": "volume_mwh", "start": "delivery_start"}.get(column, column)
+    with pytest.raises(SinkError, match=rf"rolled back: column {name} is {re.escape(existing)} in table "
+                                        rf"public\.trades, .*{re.escape(why)}.*ALTER TABLE"):
+        sink.write(rows, batch("b0"))
+    sink.close(False)
+    assert pg.rows("SELECT count(*) FROM trades") == [(0,)]
+
+
+@pytest.mark.parametrize(("existing", "wanted", "changed"), [
+    ("numeric(18,2)", "bigint", False), ("numeric(18,2)", "double precision", True),
+    ("numeric(18,4)", "numeric(18,2)", False), ("numeric", "double precision", False),
+    ("text", "numeric(18,2)", False), ("bigint", "double precision", False),  # 1.5 -> bigint: refused loudly
+    ("date", "timestamp with time zone", True), ("timestamp with time zone", "timestamp without time zone", False),
+    ("timestamp(6) with time zone", "timestamp with time zone", False), ("real", "bigint", True),
+])
+def test_which_existing_columns_would_change_values(existing: str, wanted: str, changed: bool) -> None:
+    assert (value_change(existing, wanted) is not None) is changed
+
 
 def test_a_batch_failing_half_way_leaves_no_row_and_no_new_column(pg: Harness) -> None:
     sink = pg.sink()
@@ -388,6 +455,16 @@ def test_a_password_written_in_the_pipeline_is_refused(pg: Harness, options: dic
     message = open_error(pg, **{"host": "127.0.0.1", "port": "1", **options})
     assert "the password is written in the pipeline (or comes from env_var())" in message
     assert "secret('PGPASSWORD')" in message and "hunter2" not in message
+
+
+def test_without_the_driver_the_sink_says_how_to_install_it(pg: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # import psycopg raises ImportError
+    sink = pg.sink()
+    assert sink.describe() == "postgres table public.trades (upsert)"  # no server named: the dsn is not parsed
+    message = open_error(pg, dsn=f"postgresql://postgres@127.0.0.1:{pg.database.port}/db",
+                         password=f"${{secret:{SECRET}}}")
+    assert message == ('postgres sink (table public.trades): the psycopg driver is not installed: '
+                       'python -m pip install "etrmflow[postgres]"')
 
 
 def test_an_unset_secret_is_named(pg: Harness) -> None:

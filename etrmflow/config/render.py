@@ -8,6 +8,7 @@ still fails ``etrmflow validate`` with a location.
 from __future__ import annotations
 
 import re
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -80,6 +81,24 @@ def request_time_allowed(path: KeyPath) -> bool:
 
 SINK_SECRET_OPTIONS = frozenset({"dsn", "password"})
 """Sink options whose secret markers the sink resolves when it connects (the postgres sink)."""
+_PASSWORD_HINT = "write {{ secret('NAME') }} in its place, or leave it out and let libpq read PGPASSWORD or ~/.pgpass"
+_WRITTEN = "written in the pipeline (or rendered by env_var() when the files load), so it would be copied into " \
+           "target/plan.json"
+_CONNINFO_PASSWORD = re.compile(r"(?:^|\s)password\s*=\s*('(?:[^'\\]|\\.)*'|\S*)")
+
+
+def dsn_password(dsn: str) -> str | None:
+    """The password a connection string holds (a URI's ``user:password@`` or ``?password=``, or
+    libpq's ``password=``), as written; None if it has none."""
+    if "://" in dsn:
+        parts = urllib.parse.urlsplit(dsn)
+        userinfo, at, _ = parts.netloc.rpartition("@")
+        if at and ":" in userinfo:
+            return userinfo.split(":", 1)[1]
+        found = urllib.parse.parse_qs(parts.query).get("password")
+        return found[0] if found else None
+    found = _CONNINFO_PASSWORD.search(dsn)
+    return found[1].strip("'") if found else None
 
 
 def secret_allowed(path: KeyPath) -> bool:
@@ -102,9 +121,24 @@ class _Renderer:
             return {key: self.walk(item, path + (key,)) for key, item in value.items()}
         if isinstance(value, list):
             return [self.walk(item, path + (index,)) for index, item in enumerate(value)]
+        if len(path) == 3 and path[0] == "sinks" and path[2] in SINK_SECRET_OPTIONS:
+            return self._connection_option(value, path)
         if is_template(value):
             return self.render_string(value, path)
         return value
+
+    def _connection_option(self, value: Any, path: KeyPath) -> Any:
+        """A sink's ``dsn`` or ``password``: rendered, and refused if it holds a password that is
+        not a secret() marker (load-time values are copied into target/plan.json)."""
+        before = len(self.issues)
+        rendered = self.render_string(value, path) if is_template(value) else value
+        if len(self.issues) > before or not isinstance(rendered, str):
+            return rendered
+        password = rendered if path[2] == "password" else dsn_password(rendered)
+        if password and not SECRET_MARKER.fullmatch(password):
+            where = "the password in the dsn" if path[2] == "dsn" else "the password"
+            self._add(path, f"{where} is {_WRITTEN}", hint=_PASSWORD_HINT)
+        return rendered
 
     def render_string(self, source: str, path: KeyPath) -> Any:
         try:

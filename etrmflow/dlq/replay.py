@@ -43,6 +43,11 @@ SNAPSHOT_TYPES = frozenset({"parquet", "csv"})
 SNAPSHOT_NOTE = ("each run replaces this output as a whole; the next run's output holds these records "
                  "if the vendor still sends them")
 """Why a replay leaves such a sink alone: closing it would replace it with the replayed rows alone."""
+PARTITION_NOTE = ("each run replaces the partitions it loads; written on their own, these records would "
+                  "delete every other row of their partitions; the next run loads them if the vendor still "
+                  "sends them")
+"""Why a replay leaves a ``replace_partition`` sink alone: the replay is a run of its own, so the
+sink would delete the rows other runs loaded in the partitions the replayed records fall in."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -97,6 +102,15 @@ def replaces_output(sink: Sink) -> bool:
     if isinstance(declared, bool):
         return declared
     return sink.type_name in SNAPSHOT_TYPES or sink.options.get("mode") == "replace"
+
+
+def skip_reason(sink: Sink) -> str | None:
+    """Why a replay must not write to ``sink`` (None: it may)."""
+    if replaces_output(sink):
+        return SNAPSHOT_NOTE
+    if sink.options.get("mode") == "replace_partition":
+        return PARTITION_NOTE
+    return None
 
 
 class _NoDeadLetters(DeadLetterSink):
@@ -195,12 +209,13 @@ def _outcome(candidate: Candidate, key: Sequence[str], violations: Sequence[Viol
 
 def _load(built: PageProcessor, batches: list[tuple[BatchInfo, list[Candidate]]], result: ReplayResult,
           audit: _Audit) -> None:
-    kept = [sink for sink in built.sinks if not replaces_output(sink)]
-    result.skipped_sinks = {sink.describe(): SNAPSHOT_NOTE for sink in built.sinks if replaces_output(sink)}
+    reasons = [(sink, skip_reason(sink)) for sink in built.sinks]
+    kept = [sink for sink, why in reasons if why is None]
+    result.skipped_sinks = {sink.describe(): why for sink, why in reasons if why is not None}
     if not kept:
-        raise RunFailed("every sink of this pipeline replaces its output on each run, so none can take "
-                        "replayed rows; the letters stay open (a run with the fixed contract loads the "
-                        "records the vendor still sends)")
+        raise RunFailed("every sink of this pipeline replaces its output on each run (as a whole, or the "
+                        "partitions it loads), so none can take replayed rows; the letters stay open (a run "
+                        "with the fixed contract loads the records the vendor still sends)")
     loader = PageProcessor(plan=built.plan, run_id=built.run_id, vars=built.vars, validators=built.validators,
                            transforms=built.transforms, sinks=kept, dead_letter=_NoDeadLetters({}),
                            context=built.context)

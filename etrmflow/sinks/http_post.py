@@ -21,8 +21,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import orjson
 
 from etrmflow.components import BatchInfo, Request, Sink, SinkContext
-from etrmflow.errors import CredentialsRejected, FetchError, SinkError
+from etrmflow.errors import CredentialsRejected, EtrmflowError, FetchError, SinkError
 from etrmflow.plan import ComponentPlan, SinkConnectorPlan, StreamPlan
+from etrmflow.secrets import redact
 from etrmflow.sinks.common import decimal_specs
 from etrmflow.sinks.json_body import chunks, encode, idempotency_key, row_objects
 from etrmflow.templating import is_template
@@ -69,8 +70,9 @@ class HttpPostSink(Sink):
     Rows go in requests of ``batch_size`` (a page's rows split in order, so the same rows always
     make the same requests), as a JSON list of row objects, or ``{wrap: [...]}``. Each request
     carries ``Idempotency-Key: SHA-256(scheme, connector, path, exact body bytes)``: a retry, a
-    rerun or a resumed run sends the same key for the same rows, and the vendor answers from its
-    idempotency store instead of booking them again. Decimals are sent with every digit (40.50
+    rerun or a resumed run sends the same key for a request of the same rows, and the vendor
+    answers from its idempotency store instead of booking them again (a page that changed between
+    runs makes other requests: ``batch_size: 1`` gives each row its own key). Decimals are sent with every digit (40.50
     stays 40.50, never a float); timestamps as ISO 8601 with their UTC offset. A refusal the
     retry policy does not retry (a 4xx) fails the run with the vendor's message.
 
@@ -138,17 +140,23 @@ class HttpPostSink(Sink):
                             f"pipeline; compile it again (etrmflow compile)")
         self._stream = request_policy(found.plan, self.path, self.key_header)
         self._decimals = decimal_specs(context.contract)
+        self._numbers = frozenset(name for name, kind in context.contract.column_types().items()
+                                  if kind in ("integer", "number"))
         loop = asyncio.new_event_loop()
-        transport = found.new_transport()
         try:
+            transport = found.new_transport()
             loop.run_until_complete(transport.__aenter__())
-        except BaseException:
+        except BaseException as exc:
             _close_loop(loop)
-            raise
+            if isinstance(exc, EtrmflowError) or not isinstance(exc, Exception):
+                raise
+            # A CA bundle that is not there, a base_url aiohttp cannot use: say which connector.
+            raise SinkError(f"{self.describe()}: cannot open connector '{self.connector}': {type(exc).__name__}: "
+                            f"{redact(str(exc))}; check its base_url and tls settings") from None
         self._loop, self._transport = loop, transport
 
     def write(self, frame: pd.DataFrame, batch: BatchInfo) -> int:
-        rows = row_objects(frame, self.columns, self._decimals)
+        rows = row_objects(frame, self.columns, self._decimals, numbers=self._numbers)
         self.last_write = []
         for offset, piece in chunks(rows, self.batch_size):
             body = encode(piece, self.wrap)

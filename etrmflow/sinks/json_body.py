@@ -30,26 +30,43 @@ if TYPE_CHECKING:
 KEY_SCHEME = b"etrmflow-http-sink/1"
 """Part of every key: a change to how bodies or keys are made must change every key."""
 _OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATETIME
+_INT64_LIMIT = 2.0 ** 63
 
 
-def row_objects(frame: pd.DataFrame, columns: Sequence[str] | None,
-                decimals: Mapping[str, DecimalSpec]) -> list[dict[str, Any]]:
-    """The frame's rows as JSON-ready objects (``columns`` only, when given), in frame order."""
+def row_objects(frame: pd.DataFrame, columns: Sequence[str] | None, decimals: Mapping[str, DecimalSpec],
+                *, numbers: frozenset[str] = frozenset()) -> list[dict[str, Any]]:
+    """The frame's rows as JSON-ready objects (``columns`` only, when given), in frame order.
+
+    ``numbers``: columns the contract types ``integer`` or ``number``, whose whole numbers are
+    sent as integers (see ``_whole``)."""
     names = list(columns) if columns is not None else [str(c) for c in frame.columns]
     missing = [name for name in names if name not in frame.columns]
     if missing:
         raise SinkError(f"columns {missing} are not in the rows (they have: {', '.join(map(str, frame.columns))})")
-    cells = {name: _column(frame[name], name, decimals.get(name)) for name in names}
+    cells = {name: _column(frame[name], name, decimals.get(name), name in numbers) for name in names}
     return [dict(zip(names, values)) for values in zip(*cells.values())] if names else [{} for _ in range(len(frame))]
 
 
-def _column(series: pd.Series, name: str, spec: DecimalSpec | None) -> list[Any]:
+def _column(series: pd.Series, name: str, spec: DecimalSpec | None, number: bool) -> list[Any]:
     try:
         if spec is not None:
             return [decimal_cell(value, spec) for value in series.tolist()]
-        return [_cell(value) for value in series.tolist()]
+        values = [_cell(value) for value in series.tolist()]
+        return [_whole(value) for value in values] if number else values
     except (TypeError, ValueError) as exc:
         raise SinkError(f"column {name!r}: {exc}") from None
+
+
+def _whole(value: Any) -> Any:
+    """A whole number held as a float, as an integer: 5.0 -> 5.
+
+    pandas turns a column of integers into floats when one row has none, or one a fraction, so
+    the same row would otherwise be sent as ``5`` or ``5.0`` depending on the other rows of its
+    page, and get another idempotency key. Floats from 2^63 on were never integers in the data
+    (pandas keeps larger integers as they are), so they stay floats."""
+    if type(value) is float and value.is_integer() and abs(value) < _INT64_LIMIT:
+        return int(value)
+    return value
 
 
 def _cell(value: Any) -> Any:

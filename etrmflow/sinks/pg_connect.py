@@ -31,12 +31,12 @@ _QUOTED = re.compile(r'"(?!\w+")[^"]*"')
 """Any quoted fragment but a bare name (``invalid connection option "pasword"`` stays)."""
 
 
-def _psycopg() -> Any:
+def _psycopg(label: str) -> Any:
     try:
         import psycopg
     except ImportError:
-        raise SinkError("the postgres sink needs the psycopg driver: "
-                        "python -m pip install \"etrmflow[postgres]\"") from None
+        raise SinkError(f"{label}: the psycopg driver is not installed: "
+                        f"python -m pip install \"etrmflow[postgres]\"") from None
     return psycopg
 
 
@@ -77,7 +77,7 @@ class ConnectionSpec:
 
     def connect(self) -> psycopg.Connection[Any]:
         """An autocommit connection (transactions are opened per batch), session time zone UTC."""
-        psycopg = _psycopg()
+        psycopg = _psycopg(self.label)
         try:
             connection = psycopg.connect(**self.params, autocommit=True)
         except psycopg.Error as exc:
@@ -101,7 +101,7 @@ class ConnectionSpec:
         return store.resolve(text)
 
     def _parameters(self, options: Mapping[str, Any], store: SecretStore) -> dict[str, str]:
-        psycopg = _psycopg()
+        psycopg = _psycopg(self.label)
         params: dict[str, str] = {}
         if options.get("dsn"):
             dsn = self._resolve(str(options["dsn"]), store)

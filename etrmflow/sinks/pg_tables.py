@@ -12,6 +12,8 @@ JSON, and an integer that pandas holds as a float (a column with a gap) becomes 
 from __future__ import annotations
 
 import decimal
+import functools
+import re
 from typing import TYPE_CHECKING, Any
 
 from etrmflow.sinks.common import (
@@ -106,7 +108,60 @@ def cells(series: pd.Series, column_type: str, spec: DecimalSpec | None) -> list
     values = column_values(series)
     if column_type in _INTEGER_TYPES:  # pandas holds an integer column with a gap as float: 5.0 -> 5
         return [int(v) if isinstance(v, float) and v.is_integer() else v for v in values]
+    if column_type in _FLOAT_TYPES and series.dtype.kind in "iuO":
+        _check_exact_floats(values, column_type)
     return values
+
+
+def _check_exact_floats(values: list[Any], column_type: str) -> None:
+    """Refuse an integer that the float column would round (beyond 2^53 for double precision)."""
+    limit = 2 ** 53 if column_type == "double precision" else 2 ** 24
+    for value in values:
+        if type(value) is int and abs(value) > limit and not _float_holds(value):
+            raise ValueError(f"{value} cannot be stored as {column_type} without rounding; declare the "
+                             f"column an integer, or an exact decimal (x-etrmflow-decimal), in the contract")
+
+
+_NUMERIC = re.compile(r"^numeric\((\d+),(\d+)\)$")
+_TIME_DIGITS = re.compile(r"^(?:timestamp|time)\((\d)\)")
+_FLOAT_TYPES = frozenset({"double precision", "real"})
+
+
+@functools.lru_cache(maxsize=256)
+def value_change(existing: str, wanted: str) -> str | None:
+    """How PostgreSQL would change, without an error, a value meant for a ``wanted`` column when
+    it goes into an ``existing`` one of another type (a table made by hand or by an older
+    contract); None when every value arrives as it is, or the server refuses the ones it cannot
+    take (too many integer digits, text that is no number), which fails the batch loudly."""
+    if existing == wanted:
+        return None
+    number = wanted.startswith("numeric") or wanted in _FLOAT_TYPES or wanted in _INTEGER_TYPES
+    if number and existing == "real":
+        return "it keeps about 6 significant digits (a 4-byte float), so PostgreSQL would round the values"
+    declared, scale = _NUMERIC.match(wanted), _NUMERIC.match(existing)
+    if scale and (declared is None or int(scale[2]) < int(declared[2])) and number and wanted not in _INTEGER_TYPES:
+        digits = f"up to {declared[2]}" if declared else "any number of decimals"
+        return (f"it keeps {scale[2]} decimal place{'s' if scale[2] != '1' else ''}, and the values have "
+                f"{digits}: PostgreSQL would round them")
+    if existing == "double precision" and wanted in _INTEGER_TYPES:
+        return "it keeps integers exactly only up to 2^53, so PostgreSQL would round larger ones"
+    if not wanted.startswith("timestamp"):
+        return None
+    if existing == "date":
+        return "it holds dates: PostgreSQL would drop the time of day"
+    if wanted == "timestamp with time zone" and "without time zone" in existing:
+        return "it has no time zone: PostgreSQL would drop each value's UTC offset and keep its local time"
+    fraction = _TIME_DIGITS.match(existing)
+    if fraction and int(fraction[1]) < 6:
+        return f"it keeps {fraction[1]} decimal places of a second, so PostgreSQL would round the values"
+    return None
+
+
+def _float_holds(value: int) -> bool:
+    try:
+        return float(value) == value
+    except OverflowError:  # beyond any float
+        return False
 
 
 def _exact_number(value: Any) -> Any:

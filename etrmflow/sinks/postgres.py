@@ -24,6 +24,7 @@ from etrmflow.sinks.pg_tables import (
     q,
     qualified,
     read_columns,
+    value_change,
 )
 
 if TYPE_CHECKING:
@@ -244,6 +245,7 @@ class PostgresSink(Sink):
     def _ensure_columns(self, frame: pd.DataFrame | None) -> None:
         assert self._db is not None
         wanted = self._wanted(frame)
+        self._check_column_types(wanted, frame)
         new = [c for c in wanted if c not in self._columns]
         too_long = [c for c in new if len(c.encode()) > MAX_IDENTIFIER_BYTES]
         if too_long:
@@ -257,6 +259,17 @@ class PostgresSink(Sink):
             for column in new:
                 self._db.execute(f"ALTER TABLE {self._qualified()} ADD COLUMN {q(column)} {wanted[column]}")
         self._columns = read_columns(self._db, self.schema, self._target)
+
+    def _check_column_types(self, wanted: dict[str, str], frame: pd.DataFrame | None) -> None:
+        """Refuse a batch whose values an existing column would change (round, cut) without an error."""
+        present = set() if frame is None else {str(c) for c in frame.columns}
+        for column in present & wanted.keys() & self._columns.keys():
+            why = value_change(self._columns[column], wanted[column])
+            if why:
+                raise SinkError(f"column {column} is {self._columns[column]} in table {self.schema}.{self._target}, "
+                                f"but its values need {wanted[column]}: {why}; change the column (ALTER TABLE "
+                                f"{self._qualified()} ALTER COLUMN {q(column)} TYPE {wanted[column]}) or load "
+                                f"another table")
 
     def _create_table(self, types: dict[str, str]) -> None:
         assert self._db is not None
@@ -311,9 +324,15 @@ class PostgresSink(Sink):
         stamps = lineage(batch, utc_now_iso())
         present = {str(c): c for c in frame.columns}
         values = [[stamps[c]] * len(frame) if c in stamps else
-                  cells(frame[present[c]], self._columns[c], self._decimals.get(c)) if c in present else
+                  self._cells(frame[present[c]], c) if c in present else
                   [None] * len(frame) for c in columns]
         return zip(*values)
+
+    def _cells(self, series: pd.Series, column: str) -> list[Any]:
+        try:
+            return cells(series, self._columns[column], self._decimals.get(column))
+        except (TypeError, ValueError) as exc:
+            raise SinkError(f"column {column}: {exc}") from None
 
     def _copy(self, table: str, columns: list[str], rows: Iterator[tuple[Any, ...]]) -> None:
         assert self._db is not None

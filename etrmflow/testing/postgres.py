@@ -10,7 +10,9 @@ The server binaries are looked up in this order, and the first complete set is u
    with nothing but Python runs the tests too.
 
 ``initdb`` makes a cluster in a temporary folder; ``postgres`` listens on 127.0.0.1 on a free
-port, with its socket in that folder, and is stopped when the session ends. PostgreSQL
+port, with its socket in that folder, and is stopped when the session ends. A small watchdog
+process stops it and removes the folder if the test session dies without stopping it (killed,
+say), so no server outlives its tests. PostgreSQL
 refuses to run as root, so under uid 0 both run as the ``postgres`` user (else ``nobody``).
 When no server can be started the fixture fails with the reason: a test that needs a
 database is never skipped.
@@ -35,6 +37,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -133,6 +136,38 @@ def _unprivileged_account() -> pwd.struct_passwd | None:
                               "to run PostgreSQL as (it refuses to run as root)")
 
 
+_WATCHDOG = r"""
+import os, pathlib, shutil, signal, sys, time
+signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C of the tests is for them to handle
+pid, root = int(sys.argv[1]), sys.argv[2]
+
+def running():
+    # The server, never a process that took over its pid after it stopped (where /proc tells).
+    if pathlib.Path("/proc/self").exists():
+        try:
+            return root.encode() in pathlib.Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return False
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True
+
+if sys.stdin.buffer.read() != b"stopped":  # end of file unannounced: the test session died
+    if running():
+        try:
+            os.kill(pid, signal.SIGQUIT)  # immediate shutdown: the cluster is thrown away
+        except OSError:
+            pass
+        deadline = time.monotonic() + 30
+        while running() and time.monotonic() < deadline:
+            time.sleep(0.1)
+    shutil.rmtree(root, ignore_errors=True)
+"""
+"""Run beside the server: stops it, and removes its folder, unless told ``stopped`` first."""
+
+
 class PostgresServer:
     """One PostgreSQL cluster in a temporary folder, listening on 127.0.0.1."""
 
@@ -143,6 +178,7 @@ class PostgresServer:
         self.root = Path(tempfile.mkdtemp(prefix="etrmflow-postgres-"))
         self.account = _unprivileged_account()
         self._process: subprocess.Popen[bytes] | None = None
+        self._watchdog: subprocess.Popen[bytes] | None = None
         self._databases = 0
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -157,6 +193,7 @@ class PostgresServer:
                    "-h", "127.0.0.1", "-k", str(self.root), *(f"-c{s}" for s in _SPEED_SETTINGS)]
         self._process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, **self._as_account())
         log.close()
+        self._watch(self._process.pid)
         self._wait_until_ready()
 
     def stop(self) -> None:
@@ -169,6 +206,28 @@ class PostgresServer:
                 process.kill()
                 process.wait(timeout=10)
         shutil.rmtree(self.root, ignore_errors=True)
+        self._unwatch()
+
+    def _watch(self, pid: int) -> None:
+        """A watchdog in a session of its own (a signal to the tests' process group spares it),
+        reading its stdin until we close it."""
+        self._watchdog = subprocess.Popen([sys.executable, "-c", _WATCHDOG, str(pid), str(self.root)],
+                                          stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                          start_new_session=True)
+
+    def _unwatch(self) -> None:
+        watchdog, self._watchdog = self._watchdog, None
+        if watchdog is None or watchdog.stdin is None:
+            return
+        with contextlib.suppress(OSError):  # it died: nothing to tell it
+            watchdog.stdin.write(b"stopped")
+        with contextlib.suppress(OSError):
+            watchdog.stdin.close()
+        try:
+            watchdog.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            watchdog.kill()
+            watchdog.wait(timeout=10)
 
     # -- use --------------------------------------------------------------------------------
 

@@ -294,6 +294,25 @@ def test_a_missing_secret_of_the_sink_connector_stops_the_run_before_any_request
     assert vendor.stats()["requests"] == {}
 
 
+def test_a_sink_connector_that_cannot_be_opened_fails_the_run_with_a_message(
+        etrmflow_project: EtrmflowProject, sandbox_vendor_factory: SandboxFactory) -> None:
+    vendor = sandbox_vendor_factory()
+    project = writeback_project(etrmflow_project, vendor, auth=API_KEY, sink_connector="backoffice")
+    backoffice = connector("backoffice", API_KEY).replace("auth:", "tls: {ca_bundle: certs/missing.pem}\nauth:")
+    project.write({"connectors/backoffice.yml": backoffice})
+    project.env["VENDOR_SECRET"] = "sandbox-key"
+
+    result = project.run("run", "pipelines/instructions.yml")
+
+    assert result.exit_code == 1, result.output  # not an internal error with a crash log
+    failed = project.pipeline_result()
+    assert (failed["error_type"], failed["error"]) == ("SinkError", (
+        f"{SINK.replace('vendor', 'backoffice')}: cannot open connector 'backoffice': FileNotFoundError: "
+        f"[Errno 2] No such file or directory; check its base_url and tls settings"))
+    assert not project.path("target/crash.log").exists()
+    assert vendor.stats()["requests"] == {}
+
+
 def test_validate_reports_an_unknown_sink_connector_at_its_line(etrmflow_project: EtrmflowProject,
                                                                 sandbox_vendor_factory: SandboxFactory) -> None:
     project = writeback_project(etrmflow_project, sandbox_vendor_factory(), sink_connector="vendr")
