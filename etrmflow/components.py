@@ -201,6 +201,10 @@ class Sink(Component):
     def close(self, ok: bool) -> None:
         pass
 
+    def audit_fields(self, batch_id: str) -> dict[str, Any]:
+        """Evidence of how the batch was written, added to its audit entry (e.g. the keys posted)."""
+        return {}
+
     def describe(self) -> str:
         """One line for the compile summary, e.g. ``sqlite target/etrmflow.db#trades (upsert)``."""
         return self.type_name

@@ -169,3 +169,13 @@ def test_a_bad_cell_fails_the_column_even_when_an_equal_value_was_fine() -> None
     with pytest.raises(ValueError, match="digits before the decimal point"):
         decimal_cells(pd.Series([Decimal("1E+17")], dtype=object), CENTS)
     assert math.isnan(float("nan"))
+
+
+def test_remembered_texts_belong_to_their_zone_and_unit() -> None:
+    utc = pd.Series(pd.to_datetime(["2025-03-30T01:00:00Z", "2025-10-26T01:30:00Z", None], utc=True))
+    for zone in ("UTC", "Europe/Berlin", "Europe/London", "UTC", "Europe/Berlin"):
+        for unit in ("s", "us", "ns"):
+            series = utc.dt.tz_convert(zone).dt.as_unit(unit)
+            assert iso_texts(series) == [None if v is pd.NaT else v.isoformat() for v in series.tolist()]
+    assert iso_texts(utc.dt.tz_convert("Europe/Berlin"))[:2] == ["2025-03-30T03:00:00+02:00",
+                                                                 "2025-10-26T02:30:00+01:00"]

@@ -43,16 +43,20 @@ def page_fetched(page: Page, kept: Kept | None = None) -> Event:
 
 
 def page_processed(batch_id: str, outcome: Outcome, dead_letter: str,
-                   sink_events: Mapping[str, str] | None = None) -> list[Event]:
+                   sink_events: Mapping[str, str] | None = None,
+                   sink_fields: Mapping[str, Mapping[str, Any]] | None = None) -> list[Event]:
     """What was done with the page: validated, quarantined (if any), then per sink written (or
-    posted: ``sink_events`` maps a sink's description to its ``Sink.audit_event``)."""
+    posted: ``sink_events`` maps a sink's description to its ``Sink.audit_event``; ``sink_fields``
+    to its ``Sink.audit_fields``)."""
     events: list[Event] = [("batch_validated", {"batch_id": batch_id, "valid": outcome.valid,
                                                 "quarantined": outcome.quarantined})]
     if outcome.quarantined:
         events.append(("batch_quarantined", {"batch_id": batch_id, "dead_letter": dead_letter,
                                              "quarantined": outcome.quarantined,
                                              "new": outcome.dead_letters_new}))
-    events.extend(sink_written(batch_id, outcome.written, sink_events))
+    written = sink_written(batch_id, outcome.written, sink_events)
+    fields = sink_fields or {}
+    events.extend((name, {**data, **fields.get(data["sink"], {})}) for name, data in written)
     return events
 
 

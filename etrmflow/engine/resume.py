@@ -66,9 +66,10 @@ class Committer:
             self._audit([fetched])  # what the vendor sent, even if processing failed
             raise
         # Evidence before the checkpoint: a crash in between repeats the page, never loses its entries.
+        batch = batch_id(self.processor.plan, self.processor.vars, page)
+        fields = {sink.describe(): sink.audit_fields(batch) for sink in self.processor.sinks}
         self._audit([fetched, *events.page_processed(
-            batch_id(self.processor.plan, self.processor.vars, page), outcome, self.processor.dead_letter.describe(),
-            self.sink_events)])
+            batch, outcome, self.processor.dead_letter.describe(), self.sink_events, fields)])
         self.checkpoint.save(run_id=self.run_id, next_request=page.next_request, pages_done=page.index + 1,
                              offset=page.offset + len(page.records), window=page.window,
                              window_label=page.partition or None)

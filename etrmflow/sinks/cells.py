@@ -26,6 +26,8 @@ _SCALAR_JSON_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_SERIALIZE_NUMPY
 _PLAIN_TYPES = frozenset({str, int, bool})
 """Cells ``plain_value`` returns unchanged (exact types: a subclass may be a numpy scalar)."""
 _MEMO_LIMIT = 8_192
+_ISO_TEXTS: dict[str, dict[int, str]] = {}
+"""Timestamp texts by instant (int64 ticks), per column type (unit and time zone)."""
 _TICKS_PER_SECOND = {"s": 1, "ms": 10**3, "us": 10**6, "ns": 10**9}
 _FIRST_SECOND = -62135596800  # 0001-01-01T00:00:00, the first instant a datetime can show
 _LAST_SECOND = 253402300799  # 9999-12-31T23:59:59
@@ -131,8 +133,27 @@ def iso_texts(series: pd.Series) -> list[str | None]:
     """``plain_value`` of each cell of a datetime64 column (naive or with a time zone):
     ``isoformat()``, ``2025-03-30T00:00:00+01:00``, None for NaT.
 
-    Each distinct instant is formatted once (delivery periods repeat), vectorised.
+    Texts are remembered by instant per column type (delivery periods repeat from page to page);
+    the others are formatted vectorised, each distinct instant once.
     """
+    import numpy as np
+
+    memo = _ISO_TEXTS.setdefault(str(series.dtype), {})
+    ticks = np.asarray(series.array.asi8).tolist()
+    texts = list(map(memo.get, ticks))
+    unknown = [k for k, text in enumerate(texts) if text is None]
+    if unknown:
+        found = _iso_each(series.iloc[unknown] if len(unknown) < len(texts) else series)
+        if len(memo) + len(found) > _MEMO_LIMIT:
+            memo.clear()
+        for k, text in zip(unknown, found):
+            texts[k] = text
+            if text is not None:
+                memo[ticks[k]] = text
+    return texts
+
+
+def _iso_each(series: pd.Series) -> list[str | None]:
     import numpy as np
     import pandas as pd
 

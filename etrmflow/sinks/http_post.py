@@ -124,6 +124,7 @@ class HttpPostSink(Sink):
         self.key_header: str = options.get("idempotency_header", DEFAULT_KEY_HEADER)
         self.counts = PostedCounts()
         self.last_write: list[Posted] = []
+        self._last_batch: str | None = None
         """The requests of the latest ``write``, each with its key (for an audit trail)."""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._transport: Any = None
@@ -158,6 +159,7 @@ class HttpPostSink(Sink):
     def write(self, frame: pd.DataFrame, batch: BatchInfo) -> int:
         rows = row_objects(frame, self.columns, self._decimals, numbers=self._numbers)
         self.last_write = []
+        self._last_batch = batch.batch_id
         for offset, piece in chunks(rows, self.batch_size):
             body = encode(piece, self.wrap)
             key = idempotency_key(self.connector, self.path, body)
@@ -167,6 +169,13 @@ class HttpPostSink(Sink):
             self.last_write.append(posted)
             self.counts.add(posted)
         return len(rows)
+
+    def audit_fields(self, batch_id: str) -> dict[str, Any]:
+        """The batch's requests with their idempotency keys: proof of what was booked, and how."""
+        if batch_id != self._last_batch:
+            return {}
+        return {"requests": [{"idempotency_key": p.key, "rows": p.rows, "status": p.status,
+                              "replayed": p.replayed, "attempts": p.attempts} for p in self.last_write]}
 
     def _post(self, body: bytes, key: str, rows: int, where: str) -> Posted:
         stream, loop = self._stream, self._loop

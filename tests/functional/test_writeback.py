@@ -112,6 +112,10 @@ def test_settlements_are_posted_once_and_a_rerun_books_nothing_new(etrmflow_proj
     audit = [json.loads(line) for line in project.path("target/audit/audit.jsonl").read_text().splitlines()]
     posted = [entry for entry in audit if entry["event"] == "batch_posted"]
     assert ({e["sink"] for e in posted}, sum(e["rows"] for e in posted), len(posted)) == ({SINK}, valid, 5)
+    requests = [r for e in posted for r in e["requests"]]
+    assert [r["idempotency_key"] for r in requests] == keys  # the audit names what the vendor booked
+    assert {(r["status"], r["replayed"]) for r in requests} == {(201, False)}
+    assert [sum(r["rows"] for r in e["requests"]) for e in posted] == [e["rows"] for e in posted]
     plan = project.plan()
     assert list(Draft202012Validator(packaged_schema("plan")).iter_errors(plan)) == []
     assert plan["pipelines"][0]["sink_connectors"]["vendor"]["connector"]["auth"]["options"]["client_secret"] == (
