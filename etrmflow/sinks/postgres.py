@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from etrmflow.components import BatchInfo, Sink, SinkContext
+from etrmflow.components import BatchInfo, SinkContext
 from etrmflow.errors import SinkError
 from etrmflow.sinks.common import decimal_specs, lineage, ordered_columns, utc_now_iso
 from etrmflow.sinks.pg_connect import ConnectionSpec, describe_server, scrub
@@ -26,19 +26,22 @@ from etrmflow.sinks.pg_tables import (
     read_columns,
     value_change,
 )
+from etrmflow.sinks.table import (
+    IDENTIFIER,
+    PARTITIONS_NEED_COLUMNS,
+    TableSink,
+    mode_options,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
     import psycopg
 
-IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]*$"
-MODES = ("upsert", "append", "replace", "replace_partition")
 _LOAD = q("_etrmflow_load")
 _ORDINAL = q("_etrmflow_ordinal")
-_NAMES = {"type": "array", "minItems": 1, "uniqueItems": True, "items": {"type": "string", "minLength": 1}}
 
 
-class PostgresSink(Sink):
+class PostgresSink(TableSink):
     """Write rows to a PostgreSQL table: upsert on the key (default), append, replace or replace_partition.
 
     The table is created on the first write from the contract's column types (integer bigint,
@@ -81,24 +84,14 @@ class PostgresSink(Sink):
                        "default": "public", "description": "Schema of the table (created if missing)."},
             "table": {"type": "string", "pattern": IDENTIFIER, "maxLength": 48,
                       "description": "Table to write (created on the first write)."},
-            "mode": {"enum": list(MODES), "default": "upsert",
-                     "description": "upsert: insert or update on the key; append: insert every row; "
-                                    "replace: the table becomes this run's rows when the run "
-                                    "succeeds; replace_partition: the partitions this run loads "
-                                    "are replaced, the others kept."},
-            "key": {**_NAMES, "description": "Key columns; default: the contract's primary_key."},
-            "partition_by": {**_NAMES, "description": "Partition columns for mode replace_partition."},
+            **mode_options("the table becomes this run's rows when the run succeeds"),
         },
-        "if": {"properties": {"mode": {"const": "replace_partition"}}, "required": ["mode"]},
-        "then": {"required": ["partition_by"]},
+        **PARTITIONS_NEED_COLUMNS,
     }
 
     def __init__(self, options: Any) -> None:
         super().__init__(options)
-        self.table: str = options["table"]
         self.schema: str = options.get("schema", "public")
-        self.mode: str = options.get("mode", "upsert")
-        self.partition_by: tuple[str, ...] = tuple(options.get("partition_by") or ())
         self._target = f"{self.table}__staging" if self.mode == "replace" else self.table
         self._db: psycopg.Connection[Any] | None = None
         self._columns: dict[str, str] = {}
@@ -169,34 +162,10 @@ class PostgresSink(Sink):
         # Called for every batch (it names the sink in the counts): the dsn is parsed once.
         if self._server is None:
             self._server = describe_server(self.options)
-        key = self._key() if self.mode != "append" else ()
-        detail = f"{self.mode} on {', '.join(key)}" if key else self.mode
-        if self.partition_by and self.mode == "replace_partition":
-            detail += f", partitions {', '.join(self.partition_by)}"
         server = f"{self._server} " if self._server else ""
-        return f"postgres {server}table {self.schema}.{self.table} ({detail})"
+        return f"postgres {server}table {self.schema}.{self.table} ({self._mode_detail()})"
 
     # -- checks ---------------------------------------------------------------------------
-
-    def _key(self) -> tuple[str, ...]:
-        context = getattr(self, "context", None)
-        default = context.contract.primary_key if context else ()
-        return tuple(self.options.get("key") or default)
-
-    def _keyed(self) -> bool:
-        """Rows are identified by the key: every mode but append, when there is a key."""
-        return self.mode != "append" and bool(self.key)
-
-    def _check_options(self) -> None:
-        if self.mode == "upsert" and not self.key:
-            raise SinkError(f"{self._label}: mode upsert needs a key, but contract '{self.context.contract.name}' "
-                            f"has no primary_key and the sink has no 'key' option; add one of them or use "
-                            f"mode: append")
-        if self.mode == "replace_partition" and not self.partition_by:
-            raise SinkError(f"{self._label}: mode replace_partition needs partition_by: [columns]")
-        if self.partition_by and self.mode != "replace_partition":
-            raise SinkError(f"{self._label}: partition_by is only used by mode replace_partition; "
-                            f"remove it or set mode: replace_partition")
 
     def _check_existing_table(self) -> None:
         assert self._db is not None

@@ -7,7 +7,7 @@ import sqlite3
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from etrmflow.components import BatchInfo, Sink, SinkContext
+from etrmflow.components import BatchInfo, SinkContext
 from etrmflow.errors import SinkError
 from etrmflow.sinks.common import (
     LINEAGE_COLUMNS,
@@ -24,14 +24,17 @@ from etrmflow.sinks.common import (
     transaction,
     utc_now_iso,
 )
+from etrmflow.sinks.table import (
+    IDENTIFIER,
+    PARTITIONS_NEED_COLUMNS,
+    TableSink,
+    mode_options,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
 
 DEFAULT_PATH = "target/etrmflow.db"
-IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]*$"
-MODES = ("upsert", "append", "replace", "replace_partition")
-_NAMES = {"type": "array", "minItems": 1, "uniqueItems": True, "items": {"type": "string", "minLength": 1}}
 
 # number -> REAL, not NUMERIC. Vendor numbers reach us as IEEE doubles (JSON decoding gives
 # floats) and REAL keeps that exact double, so 40.45 reads back as the float whose repr is
@@ -79,7 +82,7 @@ def _connect(path: str) -> sqlite3.Connection:
     return db
 
 
-class SqliteSink(Sink):
+class SqliteSink(TableSink):
     """Write rows to a SQLite table: upsert on the key (default), append, replace or
     replace_partition.
 
@@ -112,24 +115,13 @@ class SqliteSink(Sink):
                      "description": "Database file, relative to the project folder."},
             "table": {"type": "string", "pattern": IDENTIFIER,
                       "description": "Table to write (created on the first write)."},
-            "mode": {"enum": list(MODES), "default": "upsert",
-                     "description": "upsert: insert or update on the key, so a rerun adds no "
-                                    "row; append: insert every row; replace: the table becomes "
-                                    "this run's rows, swapped in when the run succeeds; "
-                                    "replace_partition: the partitions this run loads are "
-                                    "replaced, the others kept."},
-            "key": {**_NAMES, "description": "Key columns; default: the contract's primary_key."},
-            "partition_by": {**_NAMES, "description": "Partition columns for mode replace_partition."},
+            **mode_options("the table becomes this run's rows, swapped in when the run succeeds"),
         },
-        "if": {"properties": {"mode": {"const": "replace_partition"}}, "required": ["mode"]},
-        "then": {"required": ["partition_by"]},
+        **PARTITIONS_NEED_COLUMNS,
     }
 
     def __init__(self, options: Any) -> None:
         super().__init__(options)
-        self.table: str = options["table"]
-        self.mode: str = options.get("mode", "upsert")
-        self.partition_by: tuple[str, ...] = tuple(options.get("partition_by") or ())
         self._db: sqlite3.Connection | None = None
         self._columns: dict[str, str] = {}
         self._written_batches: set[str] = set()
@@ -186,34 +178,13 @@ class SqliteSink(Sink):
 
     def describe(self) -> str:
         path = self.options.get("path", DEFAULT_PATH)
-        key = self._key() if self.mode != "append" else ()
-        detail = f"{self.mode} on {', '.join(key)}" if key else self.mode
-        if self.partition_by and self.mode == "replace_partition":
-            detail += f", partitions {', '.join(self.partition_by)}"
-        return f"sqlite {path} table {self.table} ({detail})"
+        return f"sqlite {path} table {self.table} ({self._mode_detail()})"
 
     # -- schema ---------------------------------------------------------------------------
 
-    def _key(self) -> tuple[str, ...]:
-        context = getattr(self, "context", None)
-        default = context.contract.primary_key if context else ()
-        return tuple(self.options.get("key") or default)
-
-    def _check_options(self) -> None:
-        label = f"sqlite sink (table {self.table})"
-        if self.mode == "upsert" and not self.key:
-            raise SinkError(f"{label}: mode upsert needs a key, but contract '{self.context.contract.name}' "
-                            f"has no primary_key and the sink has no 'key' option; add one of them or use "
-                            f"mode: append")
-        if self.mode == "replace_partition" and not self.partition_by:
-            raise SinkError(f"{label}: mode replace_partition needs partition_by: [columns]")
-        if self.partition_by and self.mode != "replace_partition":
-            raise SinkError(f"{label}: partition_by is only used by mode replace_partition; remove it "
-                            f"or set mode: replace_partition")
-
-    def _keyed(self) -> bool:
-        """Rows are identified by the key: upsert, or replace with a key (idempotent rewrite)."""
-        return self.mode != "append" and bool(self.key)
+    @property
+    def _label(self) -> str:
+        return f"sqlite sink (table {self.table})"
 
     def _table_info(self) -> list[tuple[Any, ...]]:
         """``(cid, name, type, notnull, default, pk)`` per column; empty if no table yet."""

@@ -1,0 +1,71 @@
+"""What the database sinks (SQLite, PostgreSQL) share: their modes, the options that choose one,
+and the checks that a mode has what it needs (a key to upsert on, columns to partition by)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from etrmflow.components import Sink
+from etrmflow.errors import SinkError
+
+IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]*$"
+MODES = ("upsert", "append", "replace", "replace_partition")
+_NAMES = {"type": "array", "minItems": 1, "uniqueItems": True, "items": {"type": "string", "minLength": 1}}
+
+
+def mode_options(replace: str) -> dict[str, Any]:
+    """The ``mode``, ``key`` and ``partition_by`` option schemas; ``replace`` says how this
+    database's replace mode publishes the run's rows."""
+    return {
+        "mode": {"enum": list(MODES), "default": "upsert",
+                 "description": "upsert: insert or update on the key, so a rerun adds no row; append: "
+                                f"insert every row; replace: {replace}; replace_partition: the "
+                                "partitions this run loads are replaced, the others kept."},
+        "key": {**_NAMES, "description": "Key columns; default: the contract's primary_key."},
+        "partition_by": {**_NAMES, "description": "Partition columns for mode replace_partition."},
+    }
+
+
+PARTITIONS_NEED_COLUMNS = {"if": {"properties": {"mode": {"const": "replace_partition"}}, "required": ["mode"]},
+                           "then": {"required": ["partition_by"]}}
+"""Schema clause: mode replace_partition requires partition_by (a located config error)."""
+
+
+class TableSink(Sink):
+    """A sink writing one table in one of ``MODES``. Subclasses set ``_label``."""
+
+    _label: str
+
+    def __init__(self, options: Any) -> None:
+        super().__init__(options)
+        self.table: str = options["table"]
+        self.mode: str = options.get("mode", "upsert")
+        self.partition_by: tuple[str, ...] = tuple(options.get("partition_by") or ())
+
+    def _key(self) -> tuple[str, ...]:
+        context = getattr(self, "context", None)
+        default = context.contract.primary_key if context else ()
+        return tuple(self.options.get("key") or default)
+
+    def _keyed(self) -> bool:
+        """Rows are identified by the key: every mode but append, when there is a key."""
+        return self.mode != "append" and bool(self.key)
+
+    def _mode_detail(self) -> str:
+        """E.g. ``upsert on trade_id, version``, for ``describe``."""
+        key = self._key() if self.mode != "append" else ()
+        detail = f"{self.mode} on {', '.join(key)}" if key else self.mode
+        if self.partition_by and self.mode == "replace_partition":
+            detail += f", partitions {', '.join(self.partition_by)}"
+        return detail
+
+    def _check_options(self) -> None:
+        if self.mode == "upsert" and not self.key:
+            raise SinkError(f"{self._label}: mode upsert needs a key, but contract '{self.context.contract.name}' "
+                            f"has no primary_key and the sink has no 'key' option; add one of them or use "
+                            f"mode: append")
+        if self.mode == "replace_partition" and not self.partition_by:
+            raise SinkError(f"{self._label}: mode replace_partition needs partition_by: [columns]")
+        if self.partition_by and self.mode != "replace_partition":
+            raise SinkError(f"{self._label}: partition_by is only used by mode replace_partition; "
+                            f"remove it or set mode: replace_partition")
