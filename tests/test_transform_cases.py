@@ -199,7 +199,7 @@ def check_rows(frame: pd.DataFrame, case: Mapping[str, Any]) -> None:
 
 # --- the tests -------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("document", "index"), all_cases())
+@pytest.mark.parametrize(("document", "index"), list(all_cases()))
 def test_transform_case(document: YamlDocument, index: int, registry: Registry, project: Path) -> None:
     case = document.data["cases"][index]
     if "error" in case:
