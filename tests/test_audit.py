@@ -97,6 +97,26 @@ def test_a_run_chains_every_page_to_its_dead_letters_and_rows(etrmflow_project: 
            f"  not cut short: seq 12, the last entry recorded by target/run_results.json (run {run_id}), is there\n"))
 
 
+def test_letters_stored_before_a_page_fails_are_in_the_audit(etrmflow_project: EtrmflowProject,
+                                                              sandbox_vendor_factory: SandboxFactory) -> None:
+    project = run_project(etrmflow_project, sandbox_vendor_factory(trades=25, api_key=CANARY))
+    project.write({"pipelines/trades.yml": "name: trades\nsource: {connector: vendor, stream: trades}\n"
+                                           "contract: trade\non_invalid: {action: fail}\n"})
+
+    result = project.run("run", "pipelines/trades.yml")
+
+    assert result.exit_code == 1, result.output
+    entries = read_log(project.path(LOG))
+    assert [e["event"] for e in entries] == [
+        "run_started",
+        "page_fetched", "batch_validated", "batch_written",
+        "page_fetched", "batch_quarantined",  # stored in the dead letters, then the policy failed the run
+        "run_finished"]
+    letters = project.dead_letters("trades")
+    assert (entries[5]["quarantined"], entries[5]["new"], len(letters)) == (1, 1, 1)
+    assert {letter["batch_id"] for letter in letters} == {entries[5]["batch_id"]}
+
+
 def test_page_hashes_are_those_of_the_body_and_the_canonical_records(etrmflow_project: EtrmflowProject,
                                                                      sandbox_vendor_factory: SandboxFactory) -> None:
     vendor = sandbox_vendor_factory(trades=8, api_key=CANARY)

@@ -51,13 +51,16 @@ def page_processed(batch_id: str, outcome: Outcome, dead_letter: str,
     events: list[Event] = [("batch_validated", {"batch_id": batch_id, "valid": outcome.valid,
                                                 "quarantined": outcome.quarantined})]
     if outcome.quarantined:
-        events.append(("batch_quarantined", {"batch_id": batch_id, "dead_letter": dead_letter,
-                                             "quarantined": outcome.quarantined,
-                                             "new": outcome.dead_letters_new}))
+        events.append(batch_quarantined(batch_id, dead_letter, outcome.quarantined, outcome.dead_letters_new))
     written = sink_written(batch_id, outcome.written, sink_events)
     fields = sink_fields or {}
     events.extend((name, {**data, **fields.get(data["sink"], {})}) for name, data in written)
     return events
+
+
+def batch_quarantined(batch_id: str, dead_letter: str, quarantined: int, new: int) -> Event:
+    return "batch_quarantined", {"batch_id": batch_id, "dead_letter": dead_letter, "quarantined": quarantined,
+                                 "new": new}
 
 
 def sink_written(batch_id: str | None, written: Mapping[str, int],

@@ -81,6 +81,9 @@ class PageProcessor:
         self.columns = list((plan.contract.schema.get("properties") or {}).keys())
         self.drift = DriftCounter(plan.contract.schema)
         self.decimals = DecimalFields(plan.contract.schema)
+        self.quarantined: tuple[int, str, int, int] | None = None
+        """``(page index, batch id, letters, new letters)`` of the last page whose invalid records
+        were stored: evidence for the audit even when a later stage of that page fails."""
         self.timings: dict[str, float] = {}
         """Seconds per stage, summed over the pages processed so far."""
 
@@ -114,6 +117,7 @@ class PageProcessor:
         began = time.perf_counter()
         new_letters = self.dead_letter.write(letters) if letters else 0
         self._lap("quarantine", began)
+        self.quarantined = (page.index, batch.batch_id, len(letters), new_letters)
         if letters and self.plan.on_invalid.action == "fail":
             first = letters[0]
             reasons = "; ".join(f"{v.pointer or '/'} {v.keyword}: {v.message}" for v in first.violations[:3])

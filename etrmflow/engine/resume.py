@@ -63,7 +63,8 @@ class Committer:
         try:
             outcome = self.processor.process(page)
         except Exception:
-            self._audit([fetched])  # what the vendor sent, even if processing failed
+            # What the vendor sent, and what was quarantined, even if a later stage failed.
+            self._audit([fetched, *self._stored_letters(page)])
             raise
         # Evidence before the checkpoint: a crash in between repeats the page, never loses its entries.
         batch = batch_id(self.processor.plan, self.processor.vars, page)
@@ -74,6 +75,13 @@ class Committer:
                              offset=page.offset + len(page.records), window=page.window,
                              window_label=page.partition or None)
         return outcome
+
+    def _stored_letters(self, page: Page) -> list[events.Event]:
+        stored = self.processor.quarantined
+        if stored is None or stored[0] != page.index or not stored[2]:
+            return []
+        _, batch, letters, new = stored
+        return [events.batch_quarantined(batch, self.processor.dead_letter.describe(), letters, new)]
 
     def _keep_body(self, page: Page) -> Kept | None:
         if self.bodies is None:
