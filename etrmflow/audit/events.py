@@ -71,13 +71,6 @@ def sink_written(batch_id: str | None, written: Mapping[str, int],
             for sink, rows in written.items()]
 
 
-def dataset_written(written: Mapping[str, int], sink_events: Mapping[str, str] | None = None) -> list[Event]:
-    """Rows whole-dataset steps held back until the last page, written when the run finished."""
-    if not any(written.values()):
-        return []
-    return sink_written(None, written, sink_events, stage="finish")
-
-
 def replay_started(*, dead_letter: str, letters: int, records: int, contract_version: str) -> Event:
     return "replay_started", {"dead_letter": dead_letter, "letters": letters, "records": records,
                               "contract_version": contract_version}

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -141,15 +141,18 @@ class PageProcessor:
         began = self._lap("transform", began)
         return self._write_ready(ready, began)
 
-    def finish(self) -> dict[str, int]:
+    def finish(self, on_batch: Callable[[BatchInfo, dict[str, int]], None] | None = None) -> dict[str, int]:
         """After the last page: write what whole-dataset steps held back until now, one chunk
-        at a time (never the whole output in memory)."""
+        at a time (never the whole output in memory). ``on_batch`` hears of each batch written."""
         written = {sink.describe(): 0 for sink in self.sinks}
         began = time.perf_counter()
         for frame, batch in self.chain.finish():
             began = self._lap("transform", began)
-            for sink in self.sinks:
-                written[sink.describe()] += sink.write(frame, batch)
+            rows = {sink.describe(): sink.write(frame, batch) for sink in self.sinks}
+            for sink, count in rows.items():
+                written[sink] += count
+            if on_batch is not None:
+                on_batch(batch, rows)
             began = self._lap("write", began)
         self._lap("transform", began)
         return written

@@ -174,10 +174,9 @@ async def run_pipeline(plan: Plan, pipeline: PipelinePlan, registry: Registry, o
                 for t in transitions[earlier:]]
         _check_accounting(result)
         _check_thresholds(pipeline, result)
-        held_back = await loop.run_in_executor(executor, processor.finish)
+        held_back = await loop.run_in_executor(executor, processor.finish, _audit_finish_batch(audit, result, processor))
         _add_written(result, held_back)
         result.steps = processor.chain.counters()
-        await _audit(executor, audit, result, *events.dataset_written(held_back, sink_events(processor)))
         ok = True
     except EtrmflowError as exc:
         _fail(result, exc)
@@ -229,6 +228,18 @@ def _finish_timings(result: PipelineResult, processing: dict[str, float]) -> Non
     spent = {**result.timings, **processing}
     spent["checkpoint"] = max(0.0, spent.get("checkpoint", 0.0) - sum(processing.values()))
     result.timings = {stage: round(spent.get(stage, 0.0), 3) for stage in STAGES}
+
+
+def _audit_finish_batch(audit: AuditLog, result: PipelineResult,
+                        processor: PageProcessor) -> Callable[[Any, dict[str, int]], None]:
+    """Records each batch a whole-dataset step releases at the end, as it is written (in the
+    worker thread, which is where ``finish`` runs)."""
+    kinds = sink_events(processor)
+
+    def record(batch: Any, written: dict[str, int]) -> None:
+        audit.append(run_id=result.run_id, pipeline=result.name,
+                     events=events.sink_written(batch.batch_id, written, kinds, stage="finish"))
+    return record
 
 
 async def _audit(executor: ThreadPoolExecutor, audit: AuditLog, result: PipelineResult,
