@@ -106,6 +106,9 @@ class StreamPlan:
     windows: WindowsPlan | None = None
     idempotency_key_header: str | None = None
     response_rules: tuple[ResponseRule, ...] = ()
+    json_answer: bool = True
+    """A successful answer must be JSON (it carries records). A write-back sink's requests need
+    only the status: a vendor acknowledging with plain text has still booked them."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from etrmflow.errors import SinkError
+from etrmflow.engine.http_client import RawResponse, classify
+from etrmflow.errors import RetriableFetchError, SinkError
 from etrmflow.plan import (
     BreakerPolicy,
     ComponentPlan,
@@ -143,6 +144,11 @@ def test_requests_follow_the_connectors_defaults_and_declare_the_key_header() ->
             stream.breaker.failure_threshold) == ("POST", "/api/v2/settlement-instructions", "Idempotency-Key",
                                                   retry, 5.0, 2)
     assert (stream.headers, stream.params) == ({"Accept": "application/json"}, {"tenant": "t1"})
+    # A vendor that acknowledges a booking in plain text has booked it: no retry, no failure.
+    acknowledged = RawResponse(status=202, headers={}, body=b"Accepted", url="https://x/api")
+    assert classify(acknowledged, "POST", retry, None, stream.response_rules, stream.json_answer) is None
+    with pytest.raises(RetriableFetchError, match="malformed JSON"):  # a source's answer must be records
+        classify(acknowledged, "GET", retry, None)
 
 
 def test_a_sink_describes_itself_without_secrets() -> None:

@@ -243,7 +243,8 @@ class HttpTransport(Transport):
                 # Only the vendor's 401 to a data request earns a refresh: a token endpoint that
                 # refused our credentials will refuse them again.
                 unauthorized = raw.status == 401
-                decoded = classify(raw, request.method, stream.retry, self.clock.now(), stream.response_rules)
+                decoded = classify(raw, request.method, stream.retry, self.clock.now(), stream.response_rules,
+                                   stream.json_answer)
             except FetchError as exc:
                 if exc.status == THROTTLED:  # throttled, not unwell: Retry-After and the backoff deal with it
                     breaker.release(probe=probe)

@@ -160,7 +160,7 @@ NO_DATA: Any = object()
 
 
 def classify(raw: RawResponse, method: str, retry: RetryPolicy, now: Any,
-             rules: tuple[ResponseRule, ...] = ()) -> Any:
+             rules: tuple[ResponseRule, ...] = (), json_answer: bool = True) -> Any:
     """Decode a response or raise the exception class that decides its fate.
 
     Response rules come first, in the order written: a connector may declare that a status
@@ -181,7 +181,7 @@ def classify(raw: RawResponse, method: str, retry: RetryPolicy, now: Any,
     if raw.status >= 400:
         raise FatalFetchError(f"{method} {shown} answered {raw.status}: {_excerpt(raw.body)}", url=shown,
                               status=raw.status)
-    if malformed is not None:
+    if malformed is not None and json_answer:
         # A truncated body is usually a broken transfer: worth another attempt.
         raise RetriableFetchError(f"{method} {shown} returned malformed JSON ({malformed})", url=shown,
                                   status=raw.status)

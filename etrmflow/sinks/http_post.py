@@ -218,7 +218,8 @@ def request_policy(target: SinkConnectorPlan, path: str, key_header: str) -> Str
                       headers={k: str(v) for k, v in connector.headers.items()}, body=None, records="$",
                       paginator=ComponentPlan(type="single", options={}), concurrency=1,
                       timeout=target.timeout, retry=target.retry, breaker=target.breaker,
-                      idempotency_key_header=key_header, response_rules=target.response_rules)
+                      idempotency_key_header=key_header, response_rules=target.response_rules,
+                      json_answer=False)
 
 
 def _close_loop(loop: asyncio.AbstractEventLoop) -> None:
