@@ -116,7 +116,13 @@ class HttpTransport(Transport):
             log.warning("TLS verification is OFF for connector %s (tls.verify: false)", self.connector.name)
             return False
         if self.connector.ca_bundle:
-            return ssl.create_default_context(cafile=self.connector.ca_bundle)
+            try:
+                return ssl.create_default_context(cafile=self.connector.ca_bundle)
+            except (OSError, ssl.SSLError) as exc:
+                raise FatalFetchError(f"connector {self.connector.name} ({self.connector.file}): tls.ca_bundle "
+                                      f"{self.connector.ca_bundle!r} cannot be loaded ({exc}); give the path of "
+                                      f"a PEM file of CA certificates, relative to the folder etrmflow runs "
+                                      f"in") from None
         return True
 
     async def pages(self, stream: StreamPlan, start: Mapping[str, Any] | None = None) -> AsyncIterator[Page]:

@@ -83,3 +83,16 @@ def test_the_example_project_runs_and_reruns(etrmflow_project: EtrmflowProject) 
     assert reasons == {trade: DEFECT_REASONS[defect] for trade, defect in expected.invalid.items()}
     parquet = pq.read_table(project.path("target/parquet/trades")).column("trade_id").to_pylist()
     assert sorted(parquet) == sorted(expected.valid)
+
+
+def test_a_ca_bundle_that_cannot_be_loaded_fails_the_run_with_a_clear_message(
+        etrmflow_project: EtrmflowProject, sandbox_vendor_factory: SandboxFactory) -> None:
+    project = sandbox_project(etrmflow_project, sandbox_vendor_factory(trades=5))
+    connector = project.path("connectors/vendor.yml")
+    connector.write_text(connector.read_text() + "tls: {ca_bundle: certs/missing.pem}\n")
+
+    result = project.run("run", "pipelines/trades.yml")
+
+    assert result.exit_code == 1, result.output  # a failed run, not a crash (exit 3)
+    assert "connector vendor (connectors/vendor.yml): tls.ca_bundle 'certs/missing.pem' cannot be loaded" in result.stderr
+    assert "Traceback" not in result.output and not project.path("target/crash.log").exists()
