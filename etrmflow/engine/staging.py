@@ -19,7 +19,6 @@ import hashlib
 import json
 import shutil
 import sqlite3
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ from etrmflow.engine.staging_codec import (
     key_rows,
     loads_tagged,
 )
+from etrmflow.sinks.common import transaction
 
 FORMAT = "1"
 _SCHEMA = """
@@ -104,18 +104,6 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-@contextlib.contextmanager
-def _transaction(db: sqlite3.Connection) -> Iterator[None]:
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-        db.execute("COMMIT")
-    except BaseException:
-        if db.in_transaction:
-            db.execute("ROLLBACK")
-        raise
-
-
 def _connect(path: Path) -> sqlite3.Connection:
     # synchronous FULL (the default): a staged page must survive a crash once its checkpoint says so
     db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
@@ -169,7 +157,7 @@ class StagingStore:
     def _forget_uncommitted(self, db: sqlite3.Connection, mark: str) -> None:
         """Drop the batch staged after the last checkpoint: its page is fetched again."""
         stale = db.execute("SELECT stage, arrival FROM batches WHERE stage = 0 AND mark = ?", (mark,)).fetchall()
-        with _transaction(db):
+        with transaction(db):
             for stage, arrival in stale:
                 db.execute(f"DELETE FROM {rows_table(stage)} WHERE arrival = ?", (arrival,))
             db.execute("DELETE FROM batches WHERE stage = 0 AND mark = ?", (mark,))
@@ -189,7 +177,7 @@ class StagingStore:
         specs = [dtype_spec(dtype) for dtype in frame.dtypes]
         mark = self.place.mark() if stage == 0 else ""
         try:
-            with _transaction(self.db):
+            with transaction(self.db):
                 self._ensure_table(stage, len(key))
                 slots = self._slots(stage, names)
                 schema = [{"name": n, "slot": s, "codec": c, "dtype": d}
@@ -244,7 +232,7 @@ class StagingStore:
         """Forget stages ``stage`` and later: the finish rebuilds them from the pages' stage."""
         tables = [name for (name,) in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table' "
                                                       "AND name LIKE 'rows_%'")]
-        with _transaction(self.db):
+        with transaction(self.db):
             for name in tables:
                 if int(name.removeprefix("rows_")) >= stage:
                     self.db.execute(f"DROP TABLE {name}")
