@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from etrmflow.components import BatchInfo, SinkContext
 from etrmflow.errors import SinkError
-from etrmflow.sinks.common import decimal_specs, lineage, ordered_columns, utc_now_iso
+from etrmflow.sinks.common import lineage, ordered_columns, utc_now_iso
 from etrmflow.sinks.pg_connect import ConnectionSpec, describe_server, scrub
 from etrmflow.sinks.pg_tables import (
     LINEAGE_TYPES,
@@ -105,11 +105,7 @@ class PostgresSink(TableSink):
     # -- lifecycle ------------------------------------------------------------------------
 
     def open(self, context: SinkContext) -> None:
-        super().open(context)
-        self.key = self._key()
-        self._types = context.contract.column_types()
-        self._decimals = decimal_specs(context.contract)
-        self._check_options()
+        super().open(context)  # the key, column types and decimals; the options checked
         self._spec = ConnectionSpec(self.options, context.secrets, self._label)
         self._db = self._spec.connect()
         try:
@@ -266,10 +262,7 @@ class PostgresSink(TableSink):
     def _write_rows(self, frame: pd.DataFrame, batch: BatchInfo) -> None:
         assert self._db is not None
         self._ensure_columns(frame)
-        absent = [c for c in self.partition_by if c not in self._columns]
-        if absent:
-            raise SinkError(f"partition column(s) {', '.join(absent)} are neither in the table, nor in "
-                            f"contract '{self.context.contract.name}', nor in the batch")
+        self._check_partition_columns()
         columns = list(self._columns)
         rows = self._rows(frame, columns, batch)
         rewritten = batch.batch_id in self._written and not self._keyed()

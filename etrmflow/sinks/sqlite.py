@@ -14,7 +14,6 @@ from etrmflow.sinks.common import (
     NESTED_TYPES,
     column_values,
     decimal_cells,
-    decimal_specs,
     decimal_texts,
     exact_float,
     is_missing,
@@ -131,11 +130,7 @@ class SqliteSink(TableSink):
     # -- lifecycle ------------------------------------------------------------------------
 
     def open(self, context: SinkContext) -> None:
-        super().open(context)
-        self.key = self._key()
-        self._types = context.contract.column_types()
-        self._decimals = decimal_specs(context.contract)
-        self._check_options()
+        super().open(context)  # the key, column types and decimals; the options checked
         self.path = resolve_path(context, self.options.get("path", DEFAULT_PATH))
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = _connect(str(self.path))
@@ -268,10 +263,7 @@ class SqliteSink(TableSink):
         """Rows of the batch's partitions that other runs loaded (a resumed run keeps its id).
         Values are compared as stored (``IS``: an empty value is a partition of its own)."""
         assert self._db is not None
-        absent = [c for c in self.partition_by if c not in self._columns]
-        if absent:
-            raise SinkError(f"partition column(s) {', '.join(absent)} are neither in the table, nor in "
-                            f"contract '{self.context.contract.name}', nor in the batch")
+        self._check_partition_columns()
         self._index_partitions()
         at = [columns.index(c) for c in self.partition_by]
         partitions = {tuple(row[i] for i in at) for row in rows}

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from etrmflow.components import Sink
+from etrmflow.components import Sink, SinkContext
 from etrmflow.errors import SinkError
+from etrmflow.sinks.common import decimal_specs
 
 IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]*$"
 MODES = ("upsert", "append", "replace", "replace_partition")
@@ -35,12 +36,21 @@ class TableSink(Sink):
     """A sink writing one table in one of ``MODES``. Subclasses set ``_label``."""
 
     _label: str
+    _columns: dict[str, str]
+    """The table's columns as they are now (read by the subclass)."""
 
     def __init__(self, options: Any) -> None:
         super().__init__(options)
         self.table: str = options["table"]
         self.mode: str = options.get("mode", "upsert")
         self.partition_by: tuple[str, ...] = tuple(options.get("partition_by") or ())
+
+    def open(self, context: SinkContext) -> None:
+        super().open(context)
+        self.key = self._key()
+        self._types = context.contract.column_types()
+        self._decimals = decimal_specs(context.contract)
+        self._check_options()
 
     def _key(self) -> tuple[str, ...]:
         context = getattr(self, "context", None)
@@ -69,3 +79,9 @@ class TableSink(Sink):
         if self.partition_by and self.mode != "replace_partition":
             raise SinkError(f"{self._label}: partition_by is only used by mode replace_partition; "
                             f"remove it or set mode: replace_partition")
+
+    def _check_partition_columns(self) -> None:
+        absent = [c for c in self.partition_by if c not in self._columns]
+        if absent:
+            raise SinkError(f"partition column(s) {', '.join(absent)} are neither in the table, nor in "
+                            f"contract '{self.context.contract.name}', nor in the batch")
