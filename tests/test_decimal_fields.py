@@ -4,6 +4,7 @@ remembered from earlier pages, and never changes the records it was given."""
 from __future__ import annotations
 
 import copy
+import math
 from decimal import Decimal
 from typing import Any
 
@@ -62,3 +63,30 @@ def test_the_same_number_gives_the_same_decimal_and_zeros_keep_their_sign() -> N
     fresh = DecimalFields(SCHEMA)
     batch = [{"price": 40.5}, {"price": 40.5}, {"price": -0.0}, {"price": 0.0}, {"price": -0.0}]
     assert [str(r["price"]) for r in fresh.convert(batch)] == ["40.50", "40.50", "-0.00", "0.00", "-0.00"]
+
+
+def _outcome(convert: Any, value: float) -> tuple[str, str]:
+    try:
+        return ("decimal", str(convert(value)))
+    except ArithmeticError as exc:  # decimal.Inexact: to_decimal refuses to round
+        return ("refused", type(exc).__name__)
+
+
+@settings(max_examples=400, deadline=None)
+@given(scale=st.integers(min_value=0, max_value=38), units=st.integers(min_value=-10**15, max_value=10**15),
+       nudge=st.sampled_from([0, 1, -1]))
+def test_floats_at_any_scale_convert_as_to_decimal_does(scale: int, units: int, nudge: int) -> None:
+    # Above scale 22, 10**scale is no float: the shortcut through k / 10**scale must not apply,
+    # or a float whose digits go beyond the scale is silently rounded to k.
+    spec = DecimalSpec(scale=scale, precision=38)
+    value = float(Decimal(units).scaleb(-scale))
+    value = math.nextafter(value, math.copysign(math.inf, nudge)) if nudge else value
+    fresh = DecimalFields({"properties": {"price": {"x-etrmflow-decimal": {"scale": scale, "precision": 38}}}})
+    converted = _outcome(lambda v: fresh.convert([{"price": v}])[0]["price"], value)
+    assert converted == _outcome(lambda v: to_decimal(v, spec), value), repr(value)
+
+
+def test_a_float_with_digits_beyond_a_large_scale_is_not_rounded() -> None:
+    fresh = DecimalFields({"properties": {"p": {"x-etrmflow-decimal": {"scale": 23, "precision": 23}}}})
+    value = 5.3732711567561606e-09  # 25 decimals: more than the scale
+    assert _outcome(lambda v: fresh.convert([{"p": v}])[0]["p"], value) == ("refused", "Inexact")

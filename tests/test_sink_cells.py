@@ -179,3 +179,11 @@ def test_remembered_texts_belong_to_their_zone_and_unit() -> None:
             assert iso_texts(series) == [None if v is pd.NaT else v.isoformat() for v in series.tolist()]
     assert iso_texts(utc.dt.tz_convert("Europe/Berlin"))[:2] == ["2025-03-30T03:00:00+02:00",
                                                                  "2025-10-26T02:30:00+01:00"]
+
+
+def test_zones_of_one_name_but_different_offsets_do_not_share_texts() -> None:
+    # str(dtype) names a zone by its name alone: "datetime64[us, CET]" for both of these.
+    utc = pd.Series(pd.to_datetime(["2025-01-01T00:00:00Z", "2025-07-01T00:00:00Z"], utc=True))
+    for hours in (1, 2, 1):
+        series = utc.dt.tz_convert(dt.timezone(dt.timedelta(hours=hours), "CET"))
+        assert iso_texts(series) == [v.isoformat() for v in series.tolist()]

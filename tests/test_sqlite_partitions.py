@@ -158,3 +158,24 @@ def test_a_fresh_replace_run_drops_what_a_failed_one_staged(tmp_path: Path) -> N
     Run(tmp_path, "run-1", {"mode": "replace"}).page(0, row("S1", "2025-01")).close(ok=False)
     Run(tmp_path, "run-2", {"mode": "replace"}).page(0, row("S2", "2025-01")).close()
     assert [r[0] for r in table(tmp_path)] == ["S2"]
+
+
+def test_a_resume_refuses_a_staging_table_that_another_run_left(tmp_path: Path) -> None:
+    Run(tmp_path, "run-0", {"mode": "replace"}).page(0, row("S0", "2024-12")).close()
+    failed = Run(tmp_path, "run-1", {"mode": "replace"})
+    failed.page(0, row("S1", "2025-01")).close(ok=False)
+    # A fresh run starts over (dropping run-1's staging) and dies before its first page, so
+    # the checkpoint still names run-1: resuming it on run-2's empty staging would publish
+    # pages 1.. alone.
+    Run(tmp_path, "run-2", {"mode": "replace"}).close(ok=False)
+    with pytest.raises(SinkError, match="run-1.*without --resume"):
+        Run(tmp_path, "run-1", {"mode": "replace"}, resume=True)
+    assert [r[0] for r in table(tmp_path)] == ["S0"]  # the published table is untouched
+
+
+def test_a_resume_refuses_when_the_staging_table_is_gone(tmp_path: Path) -> None:
+    Run(tmp_path, "run-1", {"mode": "replace"}).page(0, row("S1", "2025-01")).close(ok=False)
+    with sqlite3.connect(tmp_path / "target" / "etrmflow.db") as db:
+        db.execute("DROP TABLE settlements__staging")
+    with pytest.raises(SinkError, match="without --resume"):
+        Run(tmp_path, "run-1", {"mode": "replace"}, resume=True)

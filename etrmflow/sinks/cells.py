@@ -26,8 +26,10 @@ _SCALAR_JSON_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_SERIALIZE_NUMPY
 _PLAIN_TYPES = frozenset({str, int, bool})
 """Cells ``plain_value`` returns unchanged (exact types: a subclass may be a numpy scalar)."""
 _MEMO_LIMIT = 8_192
-_ISO_TEXTS: dict[str, dict[int, str]] = {}
-"""Timestamp texts by instant (int64 ticks), per column type (unit and time zone)."""
+_ISO_TEXTS: dict[tuple[str, Any], dict[int, str]] = {}
+"""Timestamp texts by instant (int64 ticks), per column type: its text (the unit) and its time
+zone object, since the text names a zone by name alone (two zones may share one)."""
+_ZONES_LIMIT = 64
 _TICKS_PER_SECOND = {"s": 1, "ms": 10**3, "us": 10**6, "ns": 10**9}
 _FIRST_SECOND = -62135596800  # 0001-01-01T00:00:00, the first instant a datetime can show
 _LAST_SECOND = 253402300799  # 9999-12-31T23:59:59
@@ -138,7 +140,7 @@ def iso_texts(series: pd.Series) -> list[str | None]:
     """
     import numpy as np
 
-    memo = _ISO_TEXTS.setdefault(str(series.dtype), {})
+    memo = _iso_memo(series.dtype)
     ticks = np.asarray(series.array.asi8).tolist()
     texts = list(map(memo.get, ticks))
     unknown = [k for k, text in enumerate(texts) if text is None]
@@ -151,6 +153,21 @@ def iso_texts(series: pd.Series) -> list[str | None]:
             if text is not None:
                 memo[ticks[k]] = text
     return texts
+
+
+def _iso_memo(dtype: Any) -> dict[int, str]:
+    """The texts remembered for columns of this type; a zone that cannot be hashed gets an
+    empty memo of its own (nothing is remembered), and the number of zones is bounded too."""
+    key = (str(dtype), getattr(dtype, "tz", None))
+    try:
+        memo = _ISO_TEXTS.get(key)
+    except TypeError:  # a tzinfo with __eq__ but no __hash__
+        return {}
+    if memo is None:
+        if len(_ISO_TEXTS) >= _ZONES_LIMIT:
+            _ISO_TEXTS.clear()
+        memo = _ISO_TEXTS[key] = {}
+    return memo
 
 
 def _iso_each(series: pd.Series) -> list[str | None]:

@@ -149,6 +149,9 @@ class HttpPostSink(Sink):
             loop.run_until_complete(transport.__aenter__())
         except BaseException as exc:
             _close_loop(loop)
+            if isinstance(exc, FetchError) and not isinstance(exc, CredentialsRejected):
+                # The transport's own words (an unreadable tls.ca_bundle), said of this sink.
+                raise SinkError(f"{self.describe()}: cannot open connector '{self.connector}': {exc}") from None
             if isinstance(exc, EtrmflowError) or not isinstance(exc, Exception):
                 raise
             # A CA bundle that is not there, a base_url aiohttp cannot use: say which connector.

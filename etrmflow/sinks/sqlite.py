@@ -71,6 +71,12 @@ def _sql_type_of(series: pd.Series) -> str:
     return "TEXT"  # strings, datetimes as ISO 8601, nested values as JSON
 
 
+def _stamp(run_id: str) -> str:
+    """The comment naming the run that began a staging table: SQLite keeps it in the table's
+    CREATE statement (sqlite_master.sql) through ALTER TABLE and the rename at the swap."""
+    return "/* etrmflow run: " + run_id.replace("*/", "* /") + " */"
+
+
 def _connect(path: str) -> sqlite3.Connection:
     # Autocommit mode: transactions are opened explicitly, one per batch. WAL lets readers
     # query the table during a run; synchronous stays FULL (the default) because a committed
@@ -136,16 +142,32 @@ class SqliteSink(TableSink):
         self._db = _connect(str(self.path))
         self._target = f"{self.table}__staging" if self.mode == "replace" else self.table
         try:
-            if self.mode == "replace" and not context.resume:
-                self._db.execute(f"DROP TABLE IF EXISTS {_q(self._target)}")  # a crashed run's
+            if self.mode == "replace":
+                self._open_staging(context)
             self._columns = self._read_columns()
-            if self.mode == "replace" and not self._columns:  # a resumed run keeps what it staged
-                self._create_table(self._wanted(None))
-                self._columns = self._read_columns()
             self._check_existing_key()
         except BaseException:
             self.close(False)
             raise
+
+    def _open_staging(self, context: SinkContext) -> None:
+        """A fresh run stages into a new table stamped with its run id; a resumed run completes
+        only the staging table its own run began. Any other (a later run started over and
+        dropped it) holds less than the pages the checkpoint counts as done: swapped in, the
+        table would lose them."""
+        assert self._db is not None
+        if not context.resume:
+            self._db.execute(f"DROP TABLE IF EXISTS {_q(self._target)}")  # a crashed run's
+            self._create_table(self._wanted(None))
+            return
+        found = self._db.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?",
+                                 (self._target,)).fetchone()
+        if found is None or _stamp(context.run_id) not in found[0]:
+            began = "it is gone" if found is None else "another run began the one there"
+            raise SinkError(f"{self._label}: cannot resume run {context.run_id}: its staging table "
+                            f"{self._target} in {self.path} holds what the run loaded, but {began}; "
+                            f"run without --resume to load everything again (table {self.table} "
+                            f"stays as it is until a run succeeds)")
 
     def write(self, frame: pd.DataFrame, batch: BatchInfo) -> int:
         if self._db is None:
@@ -210,7 +232,8 @@ class SqliteSink(TableSink):
         if keyed:  # NOT NULL too: a SQLite PRIMARY KEY alone lets NULLs in
             columns.append(f"PRIMARY KEY ({', '.join(map(_q, self.key))})")
         assert self._db is not None
-        self._db.execute(f"CREATE TABLE {_q(self._target)} ({', '.join(columns)})")
+        stamp = f" {_stamp(self.context.run_id)}" if self.mode == "replace" else ""
+        self._db.execute(f"CREATE TABLE {_q(self._target)}{stamp} ({', '.join(columns)})")
 
     def _wanted(self, frame: pd.DataFrame | None) -> dict[str, str]:
         """Column name -> SQL type for the contract, the frame's extras and lineage."""

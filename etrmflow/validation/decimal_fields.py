@@ -21,6 +21,9 @@ _CONTEXT = Context(prec=MAX_PRECISION, traps=[Inexact, InvalidOperation])  # sca
 _ABSENT = object()
 _REMEMBERED = 8_192
 """Distinct values remembered per declared field (prices repeat; the rest costs a conversion)."""
+_EXACT_UNITS = 22
+"""The largest scale whose ``10**scale`` is a float exactly: above it, ``k / 10**scale`` in
+floats is not the float nearest the decimal, and the shortcut could round a vendor's digits."""
 
 
 class _Converter:
@@ -30,7 +33,7 @@ class _Converter:
     Decimal('-0.00')): zeros and values that are not finite are converted every time. A float
     that ``plain_float`` accepts (what validated money is) is the double nearest ``k / 10**scale``
     for the integer ``k = round(value * 10**scale)``, so its Decimal is ``k`` scaled, without
-    going through its text.
+    going through its text (for a scale up to 22, where ``10**scale`` is an exact float).
     """
 
     __slots__ = ("floats", "known", "limit", "scale", "spec", "unit")
@@ -60,7 +63,7 @@ class _Converter:
         return converted
 
     def _plain(self, value: float) -> Decimal | None:
-        if not -self.limit < value < self.limit:  # NaN and infinities too
+        if self.scale > _EXACT_UNITS or not -self.limit < value < self.limit:  # NaN and inf too
             return None
         units = round(value * self.unit)
         if not units or units / self.unit != value:
