@@ -32,6 +32,7 @@ from etrmflow.errors import SinkError
 from etrmflow.sandbox.data import is_invalid_trade, trade
 from etrmflow.sinks import CsvSink, ParquetSink, SqliteSink
 from etrmflow.testing import EtrmflowProject, SandboxFactory, sandbox_connector
+from etrmflow.validation.columns import Column
 from etrmflow.validation.decimal_fields import DecimalFields
 from etrmflow.validation.decimals import (
     DecimalSpec,
@@ -42,6 +43,7 @@ from etrmflow.validation.decimals import (
     spec_problem,
     to_decimal,
 )
+from etrmflow.validation.value_checks import DecimalCheck
 
 REPO = Path(__file__).resolve().parents[1]
 CENTS = DecimalSpec(scale=2, precision=18)
@@ -80,6 +82,21 @@ def test_the_quick_yes_for_plain_floats_agrees_with_the_definition(value: float,
     if plain_float(value, spec):
         assert exact_problem(value, spec) is None
     assert decimal_problem(value, spec) == exact_problem(value, spec)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, 38), st.lists(st.tuples(st.integers(-10 ** 15, 10 ** 15), st.sampled_from([-1, 0, 1])),
+                                    min_size=40, max_size=60))
+def test_page_checks_agree_with_the_definition_at_every_scale(scale: int, draws: list[tuple[int, int]]) -> None:
+    # Above scale 22, 10**scale is not a double: neither the quick yes nor numpy may judge there.
+    spec = DecimalSpec(scale=scale, precision=38)
+    values = []
+    for units, nudge in draws:
+        value = float(Decimal(units).scaleb(-scale))
+        values.append(math.nextafter(value, math.copysign(math.inf, nudge)) if nudge else value)
+    expected = [k for k, value in enumerate(values) if exact_problem(value, spec)]
+    assert [k for k, value in enumerate(values) if decimal_problem(value, spec)] == expected
+    assert DecimalCheck(spec).failing(Column(values=values, owners=list(range(len(values))))) == expected
 
 
 def test_seventeen_digits_do_not_survive_a_float_and_are_refused() -> None:

@@ -27,6 +27,9 @@ def starting_point(checkpoint: Checkpoint, options: Any, result: PipelineResult)
         if state is not None:
             log.warning("an earlier run of %s (run %s) did not finish; starting over "
                         "(etrmflow run --resume continues it instead)", result.name, state["run_id"])
+            # Starting over discards that run's staged output: its checkpoint must go with it, or
+            # a later --resume would publish what it staged after this point and nothing before.
+            checkpoint.clear()
         return None
     if state is None:
         log.info("nothing to resume for %s: no unfinished run; running from the start", result.name)

@@ -111,11 +111,17 @@ def _stripped(number: Decimal) -> tuple[int, int]:
     return end, exponent + len(digits) - end
 
 
+EXACT_FLOAT_SCALE = 22
+"""The largest scale whose unit 10**scale is exactly a double (10**22 is; 10**23 is not)."""
+
+
 def plain_float(value: float, spec: DecimalSpec) -> bool:
     """A quick yes for the usual float: below ``10**(min(15, precision) - scale)``, and
     ``round(x * 10**scale) / 10**scale == x``. Then x is the float nearest k / 10**scale for an
     integer k < 2**53, so its shortest repr is that decimal: at most ``scale`` decimals and 15
     digits. (numpy's rint is the same half-even rounding; value_checks vectorises this.)"""
+    if spec.scale > EXACT_FLOAT_SCALE:
+        return False  # 10**scale is no longer an exact double: ask the definition (exact_problem)
     unit = _UNITS[spec.scale]
     return abs(value) < _LIMITS[(spec.scale, spec.precision)] and round(value * unit) / unit == value
 

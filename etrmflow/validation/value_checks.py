@@ -18,6 +18,7 @@ import numpy as np
 
 from etrmflow.validation.columns import Column
 from etrmflow.validation.decimals import (
+    EXACT_FLOAT_SCALE,
     FLOAT_DIGITS,
     DecimalSpec,
     decimal_problem,
@@ -107,7 +108,9 @@ class DecimalCheck:
 
     def failing(self, column: Column) -> list[int]:
         values = column.values()
-        if len(values) < _SMALL:  # numpy costs more than it saves on a few values
+        # numpy costs more than it saves on a few values, and cannot judge scales whose unit is
+        # not an exact double
+        if len(values) < _SMALL or self._spec.scale > EXACT_FLOAT_SCALE:
             return [k for k, v in enumerate(values) if decimal_problem(v, self._spec)]
         if set(map(type, values)) <= _FLOAT_OR_NONE:  # None (absent) becomes NaN: not plain
             doubtful = self._not_plain(values)

@@ -42,6 +42,31 @@ def test_a_failed_run_resumes_with_only_the_missing_pages(etrmflow_project: Etrm
     assert not project.path("target/state/trades.json").exists()
 
 
+def test_a_run_that_starts_over_retires_the_unfinished_runs_checkpoint(
+        etrmflow_project: EtrmflowProject, sandbox_vendor_factory: SandboxFactory) -> None:
+    vendor = sandbox_vendor_factory(trades=TRADES, faults=["503:at=4,burst=20"])
+    project = sandbox_project(etrmflow_project, vendor, auth=BEARER)
+    assert project.run("run", "pipelines/trades.yml").exit_code == 1  # run A: three pages written
+    vendor.set_faults(["503:burst=100"])  # run B starts over and fails before its first page
+
+    over = project.run("run", "pipelines/trades.yml")
+
+    assert over.exit_code == 1, over.output
+    assert "did not finish; starting over" in over.stderr
+    # A's checkpoint went with the start over: a resume must not continue A after page 3 on
+    # top of what B discarded (a replace sink's staging, say).
+    assert not project.path("target/state/trades.json").exists()
+    assert project.pipeline_result()["resumable"] is False
+    vendor.reset()
+    vendor.set_faults([])
+
+    resumed = project.run("run", "--resume", "pipelines/trades.yml")
+
+    assert resumed.exit_code == 0, resumed.output
+    assert "nothing to resume" in resumed.stderr and project.pipeline_result()["resumed_from_page"] is None
+    project.assert_loaded_exactly(expected_trades(vendor.config), table="trades", pipeline="trades")
+
+
 def test_resume_refuses_a_pipeline_that_changed(etrmflow_project: EtrmflowProject,
                                                 sandbox_vendor_factory: SandboxFactory) -> None:
     vendor = sandbox_vendor_factory(trades=TRADES, faults=["503:at=2,burst=20"])
