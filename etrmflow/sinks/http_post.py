@@ -72,9 +72,12 @@ class HttpPostSink(Sink):
     carries ``Idempotency-Key: SHA-256(scheme, connector, path, exact body bytes)``: a retry, a
     rerun or a resumed run sends the same key for a request of the same rows, and the vendor
     answers from its idempotency store instead of booking them again (a page that changed between
-    runs makes other requests: ``batch_size: 1`` gives each row its own key). Decimals are sent with every digit (40.50
-    stays 40.50, never a float); timestamps as ISO 8601 with their UTC offset. A refusal the
-    retry policy does not retry (a 4xx) fails the run with the vendor's message.
+    runs makes other requests: ``batch_size: 1`` gives each row its own key). Decimals are sent
+    with every digit (40.50 stays 40.50, never a float); timestamps as ISO 8601 with their UTC
+    offset. A refusal the retry policy does not retry (a 4xx) fails the run with the vendor's
+    message. A page split over several requests is not booked atomically: if one fails, the
+    earlier ones stay booked, and the rerun or resume that completes the page sends them again
+    with the same keys, so the vendor answers them from its store and books only the rest.
 
     Example::
 
