@@ -27,7 +27,8 @@ def test_no_selector_and_no_path_takes_every_pipeline_of_the_project(project: Et
     result = project.run("validate")
 
     assert result.exit_code == 0, result.output
-    assert result.stdout == "2 pipeline(s) valid: acme_settlements, acme_trades\n"
+    assert result.stdout == ("4 pipeline(s) valid: acme_hourly_positions, acme_settlement_instructions, "
+                             "acme_settlements, acme_trades\n")
 
 
 def test_select_by_name(project: EtrmflowProject) -> None:
@@ -41,7 +42,7 @@ def test_select_by_tag_applies_to_the_given_folder(project: EtrmflowProject) -> 
     result = project.run("compile", "--select", "tag:settlements", "pipelines/")
 
     assert result.exit_code == 0, result.output
-    assert [p["name"] for p in project.plan()["pipelines"]] == ["acme_settlements"]
+    assert [p["name"] for p in project.plan()["pipelines"]] == ["acme_settlement_instructions", "acme_settlements"]
 
 
 def test_selectors_add_up(project: EtrmflowProject) -> None:
@@ -57,7 +58,8 @@ def test_an_unselected_broken_pipeline_is_not_loaded(project: EtrmflowProject) -
     assert project.run("validate").exit_code == 2
     result = project.run("validate", "--select", "tag:example")
     assert result.exit_code == 0, result.output
-    assert result.stdout == "1 pipeline(s) valid: acme_trades\n"
+    assert result.stdout == ("3 pipeline(s) valid: acme_hourly_positions, acme_settlement_instructions, "
+                             "acme_trades\n")
 
 
 def test_a_selector_that_matches_nothing_is_a_usage_error(project: EtrmflowProject) -> None:

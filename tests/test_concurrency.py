@@ -61,3 +61,33 @@ def test_threads_must_be_at_least_one(etrmflow_project: EtrmflowProject) -> None
 
     assert result.exit_code == 2
     assert "Invalid value for '--threads': 0 is not in the range x>=1." in result.stderr
+
+
+def test_side_by_side_pipelines_of_one_connector_list_only_their_own_breaker_transitions(
+        etrmflow_project: EtrmflowProject, sandbox_vendor_factory: SandboxFactory) -> None:
+    vendor = sandbox_vendor_factory(trades=TRADES, faults=["503:path=/api/v2/trades/pages*", SLOW])
+    project = etrmflow_project
+    project.copy_from(REPO, "contracts")
+    project.write({
+        "connectors/vendor.yml": sandbox_connector(page_size=10) + (
+            "  trades_by_page:\n"
+            "    path: /api/v2/trades/pages\n"
+            "    params: {page_size: 10}\n"
+            "    records: $.data\n"
+            "    paginator: {type: page_number, param: page, has_more: $.next_page}\n"
+            "defaults:\n"
+            "  retry: {max_attempts: 3, backoff: {initial: 0.01s, max: 0.01s}}\n"
+            "  breaker: {failure_threshold: 2, cooldown: 60s}\n"),
+        "pipelines/healthy.yml": "name: healthy\nsource: {connector: vendor, stream: trades}\ncontract: trade\n",
+        "pipelines/failing.yml": "name: failing\nsource: {connector: vendor, stream: trades_by_page}\n"
+                                 "contract: trade\nsinks: [{type: sqlite, table: paged}]\n"})
+    project.env.update(SANDBOX_URL=vendor.base_url, SANDBOX_KEY="sandbox-key")
+
+    result = project.run("run", "--threads", "2", "--progress-interval", "0", "pipelines")
+
+    assert result.exit_code == 1, result.output  # the failing pipeline fails; the other loads everything
+    failing, healthy = project.pipeline_result("failing"), project.pipeline_result("healthy")
+    assert [(t["from"], t["to"]) for t in failing["breaker_transitions"]] == [("closed", "open")]
+    assert failing["breaker_transitions"][0]["endpoint"].endswith("/api/v2/trades/pages")
+    assert healthy["breaker_transitions"] == [] and healthy["status"] == "success"
+    project.assert_loaded_exactly(expected_trades(vendor.config), table="healthy", pipeline="healthy")

@@ -76,6 +76,8 @@ class HttpTransport(Transport):
         self.vars = vars
         self.paginator_factory = paginator_factory
         self.counters = FetchCounters()
+        self.endpoints: set[str] = set()
+        """Endpoints this transport called: which of a shared breaker board's transitions are its."""
         # Shared by every pipeline of the run that uses this connector, when the runner passes them.
         self.breakers = breakers if breakers is not None else BreakerBoard(clock)
         self.quota = quota if quota is not None else RateLimiter(list(connector.rate_limit), clock)
@@ -228,6 +230,7 @@ class HttpTransport(Transport):
 
         endpoint = f"{request.method} {redact_url(client.absolute(request.url)).split('?')[0]}"
         breaker = self.breakers.for_endpoint(endpoint, stream.breaker)
+        self.endpoints.add(endpoint)
 
         async def attempt() -> tuple[RawResponse, Any]:
             nonlocal attempts, unauthorized

@@ -171,7 +171,7 @@ async def run_pipeline(plan: Plan, pipeline: PipelinePlan, registry: Registry, o
                 counters.requests, counters.retries, counters.bytes)
             result.breaker_transitions = [
                 {"endpoint": t.endpoint, "from": t.from_state, "to": t.to_state, "reason": t.reason}
-                for t in transitions[earlier:]]
+                for t in transitions[earlier:] if _used(transport, t.endpoint)]
         _check_accounting(result)
         _check_thresholds(pipeline, result)
         held_back = await loop.run_in_executor(executor, processor.finish, _audit_finish_batch(audit, result, processor))
@@ -212,6 +212,14 @@ def _report(options: RunOptions, result: PipelineResult, transport: Any, started
         pipeline=result.name, pages=result.counts.pages, records=result.counts.fetched,
         quarantined=result.counts.quarantined, retries=retries, open_breakers=_open_endpoints(transitions),
         elapsed_s=time.perf_counter() - started, done=done))
+
+
+def _used(transport: Any, endpoint: str) -> bool:
+    """Did the pipeline's transport call the endpoint? Pipelines running side by side share a
+    connector's breaker board, but each lists only the transitions of endpoints it used (all of
+    them, for a transport that does not say which it used)."""
+    used = getattr(transport, "endpoints", None)
+    return used is None or endpoint in used
 
 
 def _open_endpoints(transitions: list[Any]) -> int:
