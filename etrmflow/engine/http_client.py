@@ -131,7 +131,7 @@ def _shown(url: str, params: Mapping[str, Any]) -> str:
 
 def _basic(user: str, password: str) -> str:
     # Built by hand: aiohttp's BasicAuth helper is deprecated (aiohttp 4) and absent from 3.9.
-    return "Basic " + base64.b64encode(f"{user}:{password}".encode("utf-8")).decode("ascii")
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
 
 
 def _decode_lenient(body: bytes) -> Any:

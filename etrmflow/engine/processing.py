@@ -6,6 +6,7 @@ Every record ends in exactly one of two places; ``PageOutcome`` proves it per pa
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import time
@@ -29,7 +30,7 @@ from etrmflow.components import (
     Violation,
 )
 from etrmflow.engine.drift import DriftCounter
-from etrmflow.engine.stages import StepChain
+from etrmflow.engine.stages import StepChain, contract_for_sinks
 from etrmflow.engine.staging import StagingPlace
 from etrmflow.engine.validation import validate_records
 from etrmflow.errors import RunFailed, SinkError
@@ -68,6 +69,8 @@ class PageProcessor:
                  validators: Sequence[Validator], transforms: Sequence[Transform],
                  sinks: Sequence[Sink], dead_letter: DeadLetterSink, context: SinkContext,
                  staging: StagingPlace | None = None) -> None:
+        """``context`` is the dead-letter sink's (the records as fetched); the sinks get it with
+        the contract as the steps leave the rows (``stages.contract_for_sinks``)."""
         self.plan = plan
         self.run_id = run_id
         self.vars = vars
@@ -78,6 +81,7 @@ class PageProcessor:
         self.sinks = sinks
         self.dead_letter = dead_letter
         self.context = context
+        self.sink_context = dataclasses.replace(context, contract=contract_for_sinks(context.contract, transforms))
         self.columns = list((plan.contract.schema.get("properties") or {}).keys())
         self.drift = DriftCounter(plan.contract.schema)
         self.decimals = DecimalFields(plan.contract.schema)
@@ -91,7 +95,7 @@ class PageProcessor:
         self.chain.open()
         self.dead_letter.open(self.context)
         for sink in self.sinks:
-            sink.open(self.context)
+            sink.open(self.sink_context)
 
     def close(self, ok: bool) -> None:
         errors = []

@@ -14,6 +14,7 @@ frame, and stages that for the next whole-dataset step, or yields it to the sink
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import shutil
@@ -24,7 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from etrmflow.components import BatchInfo, Transform
+from etrmflow.components import BatchInfo, ContractInfo, Transform
 from etrmflow.engine.staging import StagingPlace, StagingStore
 from etrmflow.engine.staging_read import read_chunks
 from etrmflow.errors import EtrmflowError, TransformError
@@ -201,3 +202,20 @@ def apply_steps(steps: Sequence[Transform], pages: Iterable[pd.DataFrame]) -> pd
             with contextlib.suppress(Exception):
                 chain.close()
     return pd.concat(outputs, ignore_index=True) if outputs else pd.DataFrame()
+
+
+def contract_for_sinks(contract: ContractInfo, steps: Sequence[Transform]) -> ContractInfo:
+    """What the sinks are told their rows are: the contract's records, unless a step changed the
+    grain (one row per group: aggregate, vwap, reconcile). Then only the contract's columns that
+    the step keeps (with their declared types and money scales), keyed by the step's key, so a
+    table of hourly positions gets no empty trade columns and upserts on its groups."""
+    grain = None
+    for step in steps:
+        if isinstance(step, DatasetStep):
+            grain = step.output_grain() or grain
+    if grain is None:
+        return contract
+    properties = contract.schema.get("properties") or {}
+    kept = {name: properties[name] for name in grain.columns if name in properties}
+    schema = {key: value for key, value in contract.schema.items() if key not in ("properties", "required")}
+    return dataclasses.replace(contract, schema={**schema, "properties": kept}, primary_key=grain.key)

@@ -20,7 +20,13 @@ from typing import Any
 
 import jsonschema
 
-from etrmflow.components import ContractInfo, Kind, ValidationContext, Validator, Violation
+from etrmflow.components import (
+    ContractInfo,
+    Kind,
+    ValidationContext,
+    Validator,
+    Violation,
+)
 from etrmflow.errors import EtrmflowError
 from etrmflow.plan import ComponentPlan, ContractPlan
 from etrmflow.plugins import Registry

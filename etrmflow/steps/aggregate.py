@@ -11,7 +11,7 @@ import pandas as pd
 
 from etrmflow.engine.staging_codec import object_array
 from etrmflow.steps.common import COLUMNS, StepError, options_object, require_columns
-from etrmflow.steps.dataset import CHUNK_ROWS, DatasetStep
+from etrmflow.steps.dataset import CHUNK_ROWS, DatasetStep, Grain
 from etrmflow.steps.values import (
     divide,
     exact_sum,
@@ -79,6 +79,9 @@ class Aggregate(DatasetStep):
 
     def group_key(self) -> list[str]:
         return self.group_by
+
+    def output_grain(self) -> Grain:
+        return Grain(key=tuple(self.group_by), columns=(*self.group_by, *(out for out, *_ in self.measures)))
 
     def apply(self, frame: pd.DataFrame) -> pd.DataFrame:
         require_columns(frame, [*self.group_by, *{column for _, _, column, _ in self.measures}], "aggregate")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -16,6 +17,15 @@ CHUNK_ROWS = {"type": "integer", "minimum": 1,
               "description": "Rows handed to the step at once (whole groups, so a bigger group makes a "
                              "bigger chunk); default 50000. Bounds the step's memory."}
 """Options schema of ``chunk_rows``, which every built-in whole-dataset step accepts."""
+
+
+@dataclass(frozen=True, slots=True)
+class Grain:
+    """What the rows of a step's output are, when they are no longer the contract's records:
+    the columns that identify a row (the sinks' default key) and the columns it has."""
+
+    key: tuple[str, ...]
+    columns: tuple[str, ...]
 
 
 class DatasetStep(Transform):
@@ -58,6 +68,12 @@ class DatasetStep(Transform):
 
     def group_key(self) -> list[str]:
         return []
+
+    def output_grain(self) -> Grain | None:
+        """None: output rows are records of the contract, as the input's were (dedupe). A step
+        whose rows are something else (one per group: aggregate, vwap) says what they are, and
+        sinks then take from the contract only the columns it keeps, keyed by its key."""
+        return None
 
     def chunk_rows(self) -> int | None:
         value = self.options.get("chunk_rows")

@@ -15,7 +15,7 @@ from etrmflow.engine.staging import StagingPlace, StagingStore
 from etrmflow.engine.staging_codec import key_rows, object_array, sql_order
 from etrmflow.engine.staging_read import read_chunks
 from etrmflow.steps.common import StepError, options_object, require_columns
-from etrmflow.steps.dataset import CHUNK_ROWS, DEFAULT_CHUNK_ROWS, DatasetStep
+from etrmflow.steps.dataset import CHUNK_ROWS, DEFAULT_CHUNK_ROWS, DatasetStep, Grain
 from etrmflow.steps.reconcile_data import OtherSide, Tolerance, compare, converter
 
 log = logging.getLogger("etrmflow.run")
@@ -101,7 +101,7 @@ class Reconcile(DatasetStep):
         clash = sorted(set(self.keys) & set(self.fields))
         if clash:
             raise StepError(f"reconcile: {', '.join(clash)} is a key; keys are matched, not compared")
-        outputs = [*self.keys, "status", "reason", f"{self.left}_rows", f"{self.right}_rows",
+        self.outputs = outputs = [*self.keys, "status", "reason", f"{self.left}_rows", f"{self.right}_rows",
                    *(f"{f}_{suffix}" for f in self.fields for suffix in (self.left, self.right, "diff"))]
         repeated = sorted({name for name in outputs if outputs.count(name) > 1})
         if repeated:
@@ -113,6 +113,9 @@ class Reconcile(DatasetStep):
 
     def group_key(self) -> list[str]:
         return list(self.keys)
+
+    def output_grain(self) -> Grain:
+        return Grain(key=tuple(self.keys), columns=tuple(self.outputs))
 
     def apply(self, frame: pd.DataFrame) -> pd.DataFrame:  # pragma: no cover - apply_chunks is the entry
         raise StepError("reconcile runs over the whole dataset only")

@@ -10,7 +10,7 @@ import pandas as pd
 
 from etrmflow.engine.staging_codec import object_array
 from etrmflow.steps.common import COLUMNS, StepError, options_object, require_columns
-from etrmflow.steps.dataset import CHUNK_ROWS, DatasetStep
+from etrmflow.steps.dataset import CHUNK_ROWS, DatasetStep, Grain
 from etrmflow.steps.values import (
     divide,
     exact_product,
@@ -76,6 +76,9 @@ class Vwap(DatasetStep):
 
     def group_key(self) -> list[str]:
         return self.group_by
+
+    def output_grain(self) -> Grain:
+        return Grain(key=tuple(self.group_by), columns=(*self.group_by, *self.out.values()))
 
     def apply_chunks(self, chunks: Any, scratch: Any) -> Any:
         yield from super().apply_chunks(chunks, scratch)

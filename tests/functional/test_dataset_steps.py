@@ -104,6 +104,35 @@ def test_dedupe_and_vwap_load_the_worked_out_averages_and_a_rerun_adds_nothing(
     assert set(project.query("SELECT _etrmflow_batch_id FROM vwap")) == batches  # the same batches, upserted
 
 
+def test_rows_of_a_new_grain_get_a_table_of_their_own_columns_keyed_by_the_group(
+        etrmflow_project: EtrmflowProject, sandbox_vendor_factory: SandboxFactory) -> None:
+    vendor = sandbox_vendor_factory(trades=TRADES)
+    project = sandbox_project(etrmflow_project, vendor, auth=BEARER)
+    project.write({"pipelines/trades.yml": (
+        "name: trades\nsource: {connector: vendor, stream: trades}\ncontract: trade\n"
+        "transforms:\n"
+        "  - {type: aggregate, group_by: [commodity, currency], measures: {trades: {count: trade_id}}}\n"
+        "sinks:\n  - {type: sqlite, table: per_commodity}\n")})  # no key: the group is the key
+
+    results = [project.run("run", "pipelines/trades.yml") for _ in range(2)]
+
+    assert [r.exit_code for r in results] == [0, 0], results[-1].output
+    columns = [row[1] for row in project.query("PRAGMA table_info(per_commodity)")]
+    assert columns == ["commodity", "currency", "trades", "_etrmflow_run_id", "_etrmflow_batch_id",
+                       "_etrmflow_page_sha256", "_etrmflow_loaded_at"]  # no empty trade columns
+    keyed = [row[1] for row in project.query("PRAGMA table_info(per_commodity)") if row[5]]
+    assert keyed == ["commodity", "currency"]
+    counts: dict[tuple[str, str], int] = defaultdict(int)
+    for record in valid_trades(vendor):
+        counts[(record["commodity"], record["currency"])] += 1
+    assert dict(((c, cur), n) for c, cur, n in project.query(
+        "SELECT commodity, currency, trades FROM per_commodity")) == counts
+    assert project.pipeline_result()["sinks"] == {"sqlite target/etrmflow.db table per_commodity "
+                                                  "(upsert on commodity, currency)": len(counts)}
+    # the dead letters still hold the records as fetched, under the trade contract
+    assert {letter["contract"]["name"] for letter in project.dead_letters("trades")} == {"trade"}
+
+
 def test_a_failed_run_resumes_from_its_staged_rows_to_what_a_clean_run_writes(
         tmp_path: Path, sandbox_vendor_factory: SandboxFactory) -> None:
     vendor = sandbox_vendor_factory(trades=TRADES, faults=["503:at=4,burst=20"])
