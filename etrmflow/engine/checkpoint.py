@@ -27,10 +27,40 @@ from etrmflow.secrets import SENSITIVE_PARAMS, redact
 STATE_VERSION = 1
 
 
-def plan_fingerprint(pipeline: PipelinePlan) -> str:
-    """Changes when anything that decides what is fetched or written changes."""
-    text = json.dumps(asdict(pipeline), sort_keys=True, default=str)
+def plan_fingerprint(pipeline: PipelinePlan, project_root: str | Path = ".") -> str:
+    """Changes when anything that decides what is fetched or written changes: the pipeline's
+    plan, and the content of the reference files its steps and validators read."""
+    identity = {"plan": asdict(pipeline), "reference_files": reference_file_hashes(pipeline, project_root)}
+    text = json.dumps(identity, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def reference_file_hashes(pipeline: PipelinePlan, project_root: str | Path) -> dict[str, str | None]:
+    """SHA-256 of each ``file`` option of the pipeline's transforms and contract validators (the
+    CSV a join, reconcile or reference-data check reads), by option path; None if it is missing.
+    A resumed run must look up what the interrupted run looked up, or its early and late pages
+    disagree. (An SQLite ``database`` is not hashed: it may be the very file the sinks write.)"""
+    components = {**{f"transforms[{i}]": c for i, c in enumerate(pipeline.transforms)},
+                  **{f"validators[{i}]": c for i, c in enumerate(pipeline.contract.validators)}}
+    hashes: dict[str, str | None] = {}
+    for where, component in components.items():
+        raw = component.options.get("file")
+        if isinstance(raw, str):
+            path = Path(raw).expanduser()
+            path = path if path.is_absolute() else Path(project_root) / path
+            hashes[f"{where}.file"] = _sha256(path)
+    return hashes
+
+
+def _sha256(path: Path) -> str | None:
+    digest = hashlib.sha256()
+    try:
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    except OSError:
+        return None
+    return digest.hexdigest()
 
 
 def _safe_url(url: str) -> str:
@@ -55,9 +85,9 @@ def request_from_dict(data: dict[str, Any]) -> Request:
 class Checkpoint:
     """``target/state/<pipeline>.json``: written atomically after each committed page."""
 
-    def __init__(self, target_dir: str | Path, pipeline: PipelinePlan) -> None:
+    def __init__(self, target_dir: str | Path, pipeline: PipelinePlan, project_root: str | Path = ".") -> None:
         self.path = Path(target_dir) / "state" / f"{pipeline.name}.json"
-        self.fingerprint = plan_fingerprint(pipeline)
+        self.fingerprint = plan_fingerprint(pipeline, project_root)
 
     def load(self) -> dict[str, Any] | None:
         try:

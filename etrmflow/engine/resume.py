@@ -35,7 +35,8 @@ def starting_point(checkpoint: Checkpoint, options: Any, result: PipelineResult)
         log.info("nothing to resume for %s: no unfinished run; running from the start", result.name)
         return None
     if state["fingerprint"] != checkpoint.fingerprint:
-        raise ResumeError(f"{result.name} changed since run {state['run_id']} stopped, so it cannot be resumed; "
+        raise ResumeError(f"{result.name} changed since run {state['run_id']} stopped (its files, or a reference "
+                          f"file its steps or validators read), so it cannot be resumed; "
                           f"run it without --resume to start over (idempotent sinks add no duplicates)")
     result.run_id = state["run_id"]
     result.resumed_from_page = state["pages_done"]

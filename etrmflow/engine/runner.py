@@ -143,7 +143,7 @@ async def run_pipeline(plan: Plan, pipeline: PipelinePlan, registry: Registry, o
     named = PIPELINE.set(pipeline.name)  # log lines about this pipeline's requests say so
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"etrmflow-{pipeline.name}")
     loop = asyncio.get_running_loop()
-    checkpoint = Checkpoint(plan.target_dir, pipeline)
+    checkpoint = Checkpoint(plan.target_dir, pipeline, plan.project_root)
     processor: PageProcessor | None = None
     audit: AuditLog | None = None
     ok = False

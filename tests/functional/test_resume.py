@@ -67,6 +67,32 @@ def test_a_run_that_starts_over_retires_the_unfinished_runs_checkpoint(
     project.assert_loaded_exactly(expected_trades(vendor.config), table="trades", pipeline="trades")
 
 
+def test_resume_refuses_when_a_reference_file_changed_and_continues_when_it_is_back(
+        etrmflow_project: EtrmflowProject, sandbox_vendor_factory: SandboxFactory) -> None:
+    vendor = sandbox_vendor_factory(trades=TRADES, faults=["503:at=4,burst=20"])
+    project = sandbox_project(etrmflow_project, vendor, auth=BEARER)
+    books = "commodity,book\nEL,POWER\nNG,GAS\n"
+    project.write({"reference/books.csv": books, "pipelines/trades.yml": (
+        "name: trades\nsource: {connector: vendor, stream: trades}\ncontract: trade\n"
+        "transforms:\n  - {type: join, file: reference/books.csv, on: [commodity], columns: [book]}\n"
+        "sinks:\n  - {type: sqlite, table: trades}\n")})
+    assert project.run("run", "pipelines/trades.yml").exit_code == 1  # three pages loaded with these books
+    vendor.set_faults([])
+    project.write({"reference/books.csv": books.replace("POWER", "ELECTRICITY")})
+
+    refused = project.run("run", "--resume", "pipelines/trades.yml")
+
+    assert refused.exit_code == 1
+    assert "a reference file its steps or validators read" in project.pipeline_result()["error"]
+    project.write({"reference/books.csv": books})
+
+    resumed = project.run("run", "--resume", "pipelines/trades.yml")
+
+    assert resumed.exit_code == 0, resumed.output
+    assert project.pipeline_result()["resumed_from_page"] == 3
+    assert set(project.query("SELECT DISTINCT book FROM trades")) <= {("POWER",), ("GAS",)}
+
+
 def test_resume_refuses_a_pipeline_that_changed(etrmflow_project: EtrmflowProject,
                                                 sandbox_vendor_factory: SandboxFactory) -> None:
     vendor = sandbox_vendor_factory(trades=TRADES, faults=["503:at=2,burst=20"])
