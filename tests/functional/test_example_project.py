@@ -171,16 +171,25 @@ def expected_request_keys(config: SandboxConfig, *, page_size: int = 100, batch_
         page = [settlement(i, config.seed) for i in range(first, min(first + page_size, config.settlements))
                 if is_invalid_settlement(i, config.seed) is None]
         for start in range(0, len(page), batch_size):
-            rows = [{c: _json_number(r[c]) for c in sorted(columns)} for r in page[start:start + batch_size]]
-            body = json.dumps({"instructions": rows}, separators=(",", ":")).encode()
+            rows = [{c: _json_value(c, r[c]) for c in sorted(columns)} for r in page[start:start + batch_size]]
+            text = json.dumps({"instructions": rows}, separators=(",", ":"))
+            body = text.replace('"\\u0000', "").replace('\\u0000"', "").encode()
             prefix = b"etrmflow-http-sink/1\nacme_etrm\n/api/v2/settlement-instructions\n"
             keys.append(hashlib.sha256(prefix + body).hexdigest())
     return keys
 
 
-def _json_number(value: Any) -> Any:
-    """A whole number goes out as an integer (25, never 25.0), as the http sink sends it."""
+def _json_value(column: str, value: Any) -> Any:
+    """The amount is declared money at scale 2: it goes out as a JSON number with both decimals
+    (40.50, 25.00; marked here, unquoted after encoding); a whole number otherwise goes out as
+    an integer (25, never 25.0), as the http sink sends it."""
+    if column == "amount":
+        return f"\x00{cents(value)}\x00"
     return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def cents(value: float) -> str:
+    return str(Decimal(repr(value)).quantize(Decimal("0.01")))
 
 
 def posted_requests(project: EtrmflowProject, run_id: str) -> list[dict[str, Any]]:
@@ -206,7 +215,9 @@ def test_settlement_instructions_are_stored_and_posted_with_the_same_keys_on_a_r
                                   id_field="settlement_id")
     sent = {i: settlement(i, config.seed) for i in range(config.settlements)}
     stored = {row["settlement_id"]: row["amount"] for row in project.rows("settlements")}
-    assert stored == {r["settlement_id"]: r["amount"] for r in sent.values() if r["settlement_id"] in expected.valid}
+    # declared money: stored as the exact decimal text, both decimals kept
+    assert stored == {r["settlement_id"]: cents(r["amount"]) for r in sent.values()
+                      if r["settlement_id"] in expected.valid}
     first, second = (posted_requests(project, run_id) for run_id in runs)
     assert [r["idempotency_key"] for r in first] == [r["idempotency_key"] for r in second] == keys
     assert sum(r["rows"] for r in first) == len(expected.valid)
