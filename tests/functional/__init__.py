@@ -3,6 +3,12 @@ loopback HTTP. Helpers shared by the test modules live here."""
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -78,3 +84,17 @@ def assert_every_trade_once(project: EtrmflowProject, vendor: ThreadedSandbox, *
     assert (counts["pages"], counts["fetched"], counts["valid"], counts["quarantined"], counts["written"]) == (
         pages, expected.total, len(expected.valid), len(expected.invalid), len(expected.valid))
     assert vendor.stats()["data_requests"] == (pages if data_requests is None else data_requests)
+
+
+def kill_mid_run(root: Path, env: dict[str, str], pages: int = 4) -> None:
+    """Start ``etrmflow run pipelines/trades.yml`` in ``root`` as a child process and kill -9 it
+    once ``pages`` pages are committed (the vendor is expected to hang on the next one)."""
+    process = subprocess.Popen([sys.executable, "-m", "etrmflow", "run", "pipelines/trades.yml"], cwd=root,
+                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = root / "target/state/trades.json"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not (state.exists() and json.loads(state.read_text())["pages_done"] >= pages):
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait(timeout=10)
+    assert json.loads(state.read_text())["pages_done"] == pages

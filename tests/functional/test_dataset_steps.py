@@ -8,10 +8,6 @@ import csv
 import decimal
 import json
 import os
-import signal
-import subprocess
-import sys
-import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -22,7 +18,7 @@ from etrmflow.sandbox import ThreadedSandbox
 from etrmflow.sandbox.data import is_invalid_trade, trade
 from etrmflow.testing import EtrmflowProject, SandboxFactory
 
-from . import REPO, TRADES, sandbox_project
+from . import REPO, TRADES, kill_mid_run, sandbox_project
 
 D = decimal.Decimal
 BEARER = "{type: bearer, token: sandbox-token}"
@@ -125,8 +121,8 @@ def test_rows_of_a_new_grain_get_a_table_of_their_own_columns_keyed_by_the_group
     counts: dict[tuple[str, str], int] = defaultdict(int)
     for record in valid_trades(vendor):
         counts[(record["commodity"], record["currency"])] += 1
-    assert dict(((c, cur), n) for c, cur, n in project.query(
-        "SELECT commodity, currency, trades FROM per_commodity")) == counts
+    assert {(c, cur): n for c, cur, n in project.query(
+        "SELECT commodity, currency, trades FROM per_commodity")} == counts
     assert project.pipeline_result()["sinks"] == {"sqlite target/etrmflow.db table per_commodity "
                                                   "(upsert on commodity, currency)": len(counts)}
     # the dead letters still hold the records as fetched, under the trade contract
@@ -189,15 +185,7 @@ def test_kill_9_mid_run_then_resume_matches_a_clean_run(tmp_path: Path, sandbox_
         project = sandbox_project(EtrmflowProject(tmp_path / name), vendor, auth=BEARER)
         project.write({"pipelines/trades.yml": VWAP_PIPELINE})
     env = {**os.environ, "SANDBOX_URL": vendor.base_url, "PYTHONPATH": str(REPO)}
-    process = subprocess.Popen([sys.executable, "-m", "etrmflow", "run", "pipelines/trades.yml"],
-                               cwd=tmp_path / "killed", env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    state = tmp_path / "killed/target/state/trades.json"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not (state.exists() and json.loads(state.read_text())["pages_done"] >= 4):
-        time.sleep(0.05)
-    os.kill(process.pid, signal.SIGKILL)  # page 5 hangs at the vendor
-    process.wait(timeout=10)
-    assert json.loads(state.read_text())["pages_done"] == 4
+    kill_mid_run(tmp_path / "killed", env)  # page 5 hangs at the vendor
     vendor.reset()
     vendor.set_faults([])
     killed, clean = EtrmflowProject(tmp_path / "killed"), EtrmflowProject(tmp_path / "clean")

@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +15,7 @@ from etrmflow.testing import (
     expected_trades,
 )
 
-from . import REPO, TRADES, sandbox_project
+from . import REPO, TRADES, kill_mid_run, sandbox_project
 
 BEARER = "{type: bearer, token: sandbox-token}"
 DSN = ("postgresql://postgres:{{ secret('PG_PASSWORD') }}@127.0.0.1:{{ env_var('PG_PORT') }}"
@@ -109,19 +104,6 @@ def _table(database: PostgresDatabase, schema: str) -> list[tuple[Any, ...]]:
     return database.query(f"SELECT {listed} FROM {schema}.trades ORDER BY {listed}")
 
 
-def _kill_mid_run(root: Path, env: dict[str, str]) -> None:
-    """Start a run in a child process and kill -9 it while page 5 hangs at the vendor."""
-    process = subprocess.Popen([sys.executable, "-m", "etrmflow", "run", "pipelines/trades.yml"], cwd=root,
-                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    state = root / "target/state/trades.json"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not (state.exists() and json.loads(state.read_text())["pages_done"] >= 4):
-        time.sleep(0.05)
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait(timeout=10)
-    assert json.loads(state.read_text())["pages_done"] == 4
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", sorted(MODE_OPTIONS))
 def test_kill_9_mid_run_then_resume_leaves_the_table_of_a_clean_run(
@@ -138,7 +120,7 @@ def test_kill_9_mid_run_then_resume_leaves_the_table_of_a_clean_run(
         projects[name] = project
     killed, clean = projects["killed"], projects["clean"]
 
-    _kill_mid_run(killed.root, {**os.environ, **database_env(postgresql_database), "SANDBOX_URL": vendor.base_url,
+    kill_mid_run(killed.root, {**os.environ, **database_env(postgresql_database), "SANDBOX_URL": vendor.base_url,
                                 "PYTHONPATH": str(REPO)})
     if mode == "replace":
         assert len(trade_ids(postgresql_database, "killed")) == len(expected_trades(earlier.config).valid)

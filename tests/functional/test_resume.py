@@ -4,15 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 from etrmflow.testing import EtrmflowProject, SandboxFactory, expected_trades
 
-from . import REPO, TRADES, sandbox_project
+from . import REPO, TRADES, kill_mid_run, sandbox_project
 
 BEARER = "{type: bearer, token: sandbox-token}"
 
@@ -151,16 +147,7 @@ def test_kill_9_mid_run_then_resume_matches_a_clean_run(tmp_path: Path,
         sandbox_project(project, vendor, auth=BEARER)
         project.write({"pipelines/trades.yml": PIPELINE_WITH_FILES})
     env = {**os.environ, "SANDBOX_URL": vendor.base_url, "PYTHONPATH": str(REPO)}
-    process = subprocess.Popen([sys.executable, "-m", "etrmflow", "run", "pipelines/trades.yml"],
-                               cwd=tmp_path / "killed", env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    state = tmp_path / "killed/target/state/trades.json"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not (state.exists() and json.loads(state.read_text())["pages_done"] >= 4):
-        time.sleep(0.05)
-    os.kill(process.pid, signal.SIGKILL)  # page 5 is hanging at the vendor: kill -9 mid-run
-    process.wait(timeout=10)
-    assert json.loads(state.read_text())["pages_done"] == 4
+    kill_mid_run(tmp_path / "killed", env)  # page 5 hangs at the vendor
     assert not (tmp_path / "killed/target/parquet/trades").exists()  # nothing published half-way
     vendor.reset()
     vendor.set_faults([])
