@@ -12,6 +12,7 @@ query parameters a vendor echoes into a next link are dropped (auth adds them ag
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -87,7 +88,12 @@ class Checkpoint:
 
     def __init__(self, target_dir: str | Path, pipeline: PipelinePlan, project_root: str | Path = ".") -> None:
         self.path = Path(target_dir) / "state" / f"{pipeline.name}.json"
-        self.fingerprint = plan_fingerprint(pipeline, project_root)
+        self._pipeline, self._project_root = pipeline, project_root
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """Computed once, when first needed: it reads the pipeline's reference files."""
+        return plan_fingerprint(self._pipeline, self._project_root)
 
     def load(self) -> dict[str, Any] | None:
         try:
