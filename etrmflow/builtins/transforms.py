@@ -41,6 +41,11 @@ class Rename(Transform):
     def apply(self, frame: pd.DataFrame) -> pd.DataFrame:
         return frame.rename(columns=dict(self.options["columns"]))
 
+    def output_columns(self, properties: dict[str, Any], key: tuple[str, ...]) -> tuple[dict[str, Any], tuple[str, ...]]:
+        """Declarations and key follow the new names (a renamed money column stays exact)."""
+        names = dict(self.options["columns"])
+        return {names.get(name, name): spec for name, spec in properties.items()}, tuple(names.get(k, k) for k in key)
+
 
 class Select(Transform):
     """Keep only these columns, in this order.
@@ -58,6 +63,10 @@ class Select(Transform):
         _require(frame, columns, "select")
         return frame[columns]
 
+    def output_columns(self, properties: dict[str, Any], key: tuple[str, ...]) -> tuple[dict[str, Any], tuple[str, ...]]:
+        """Only the selected columns' declarations, in the selected order."""
+        return {name: properties[name] for name in self.options["columns"] if name in properties}, key
+
 
 class Drop(Transform):
     """Drop columns (a column that is absent is ignored).
@@ -72,6 +81,10 @@ class Drop(Transform):
 
     def apply(self, frame: pd.DataFrame) -> pd.DataFrame:
         return frame.drop(columns=[c for c in self.options["columns"] if c in frame.columns])
+
+    def output_columns(self, properties: dict[str, Any], key: tuple[str, ...]) -> tuple[dict[str, Any], tuple[str, ...]]:
+        """The dropped columns' declarations go too: the sinks make no empty columns for them."""
+        return {name: spec for name, spec in properties.items() if name not in self.options["columns"]}, key
 
 
 _CASTS = {"string": "string", "integer": "Int64", "float": "float64", "boolean": "boolean",

@@ -22,6 +22,7 @@ import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -205,17 +206,27 @@ def apply_steps(steps: Sequence[Transform], pages: Iterable[pd.DataFrame]) -> pd
 
 
 def contract_for_sinks(contract: ContractInfo, steps: Sequence[Transform]) -> ContractInfo:
-    """What the sinks are told their rows are: the contract's records, unless a step changed the
-    grain (one row per group: aggregate, vwap, reconcile). Then only the contract's columns that
-    the step keeps (with their declared types and money scales), keyed by the step's key, so a
-    table of hourly positions gets no empty trade columns and upserts on its groups."""
-    grain = None
+    """What the sinks are told their rows are: the contract's records as the steps leave them.
+
+    A step that renames or removes columns says so with ``output_columns(properties, key)``
+    (an optional method: the column declarations and primary key after the step), so a renamed
+    money column keeps its exact type and a renamed key column stays the key. A step that changes
+    the grain (one row per group: aggregate, vwap, reconcile) keeps only the contract's columns
+    it writes (with their declared types and money scales), keyed by its group, so a table of
+    hourly positions gets no empty trade columns and upserts on its groups."""
+    properties: dict[str, Any] = dict(contract.schema.get("properties") or {})
+    key = tuple(contract.primary_key)
+    changed = False
     for step in steps:
-        if isinstance(step, DatasetStep):
-            grain = step.output_grain() or grain
-    if grain is None:
+        grain = step.output_grain() if isinstance(step, DatasetStep) else None
+        follow = getattr(step, "output_columns", None)
+        if grain is not None:
+            properties = {name: properties[name] for name in grain.columns if name in properties}
+            key, changed = grain.key, True
+        elif callable(follow):
+            properties, key = follow(dict(properties), key)
+            key, changed = tuple(key), True
+    if not changed:
         return contract
-    properties = contract.schema.get("properties") or {}
-    kept = {name: properties[name] for name in grain.columns if name in properties}
-    schema = {key: value for key, value in contract.schema.items() if key not in ("properties", "required")}
-    return dataclasses.replace(contract, schema={**schema, "properties": kept}, primary_key=grain.key)
+    schema = {name: value for name, value in contract.schema.items() if name not in ("properties", "required")}
+    return dataclasses.replace(contract, schema={**schema, "properties": properties}, primary_key=key)
