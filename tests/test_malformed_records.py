@@ -1,0 +1,247 @@
+"""Malformed and unusual records through validation and quarantine: every record a vendor sends is either loaded
+or quarantined, once, unaltered; dead letters keep what the vendor sent and no secret.
+
+The vendor here is a plain HTTP server on loopback serving exactly the bytes a test chooses (the
+sandbox vendor only serves well-formed trades), read by the real CLI in a temp project.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from decimal import Decimal
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from etrmflow.testing import EtrmflowProject
+
+SECRET = "s3cr3t-Token-7f1e"
+"""The vendor key: a dead letter must never hold it."""
+
+CONTRACT = """\
+name: deal
+version: "1"
+primary_key: [deal_id]
+schema:
+  type: object
+  required: [deal_id, version, price]
+  additionalProperties: false
+  properties:
+    deal_id: {type: string, pattern: "^D-[0-9]+$"}
+    version: {type: integer, minimum: 1}
+    price: {type: number, x-etrmflow-decimal: {scale: 2, precision: 18}}
+    note: {type: string}
+"""
+
+CONNECTOR = """\
+name: vendor
+base_url: "{{ env_var('VENDOR_URL') }}"
+auth: {type: api_key, in: query, name: k, value: "{{ secret('VENDOR_KEY') }}"}
+streams:
+  deals:
+    path: /deals
+    records: $.deals
+    paginator: {type: single}
+"""
+
+
+def pipeline(on_invalid: str = "") -> str:
+    return ("name: deals\nsource: {connector: vendor, stream: deals}\ncontract: deal\n"
+            "sinks:\n  - {type: sqlite, table: deals}\n" + on_invalid)
+
+
+class Vendor:
+    """Serves ``body`` (bytes, exactly as set) at every GET."""
+
+    def __init__(self) -> None:
+        self.body = b'{"deals": []}'
+        vendor = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # the http.server API names it
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(vendor.body)))
+                self.end_headers()
+                self.wfile.write(vendor.body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def serve(self, records_text: str) -> None:
+        """The page body: ``{"deals": <records_text>}`` byte for byte."""
+        self.body = ('{"deals": ' + records_text + "}").encode()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def vendor() -> Iterator[Vendor]:
+    server = Vendor()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def project(etrmflow_project: EtrmflowProject, vendor: Vendor) -> EtrmflowProject:
+    etrmflow_project.write({"contracts/deal.yml": CONTRACT, "connectors/vendor.yml": CONNECTOR,
+                            "pipelines/deals.yml": pipeline()})
+    etrmflow_project.env.update(VENDOR_URL=vendor.url, VENDOR_KEY=SECRET)
+    return etrmflow_project
+
+
+def exact(text: str) -> Any:
+    """JSON as the vendor meant it: numbers exactly as written."""
+    return json.loads(text, parse_float=Decimal, parse_int=Decimal)
+
+
+def exact_letters(project: EtrmflowProject) -> list[Any]:
+    file = project.path("target/dead_letter/deals.jsonl")
+    lines = file.read_text(encoding="utf-8").splitlines() if file.exists() else []
+    return [exact(line) for line in lines if line.strip() and "resolves" not in json.loads(line)]
+
+
+def loaded(project: EtrmflowProject) -> list[tuple[Any, ...]]:
+    if "deals" not in project.tables():
+        return []
+    return project.query("SELECT deal_id, version, price FROM deals ORDER BY deal_id")
+
+
+def counts(project: EtrmflowProject) -> dict[str, int]:
+    return project.pipeline_result("deals")["counts"]
+
+
+# --- malformed records: each one loaded or quarantined, as sent ----------------------------------
+
+MALFORMED = [
+    '[1, 2]', '"D-1"', 'null', '42', 'true', '{}',
+    '{"deal_id": "D-2", "version": 1, "price": {"amount": 1}}',
+    '{"deal_id": ["D-3"], "version": 1, "price": 1.5}',
+    '{"deal_id": "D-4", "version": 1, "price": 1.5, "note": "nul\\u0000inside"}',
+    '{"deal_id": "D-5", "version": 1.5, "price": 1.5}',
+    '{"deal_id": "D-6", "version": 1, "price": 40.455}',
+    '{"deal_id": "D-7", "version": 1, "price": 40.45}',
+    '{"deal_id": "D-7", "version": 1, "price": 40.45}',
+]
+
+
+def test_every_malformed_record_is_quarantined_as_sent_and_the_rest_loaded_once(
+        project: EtrmflowProject, vendor: Vendor) -> None:
+    vendor.serve("[" + ", ".join(MALFORMED) + "]")
+
+    result = project.run("run", "pipelines/deals.yml")
+
+    assert result.exit_code == 0, result.output
+    got = counts(project)
+    assert (got["fetched"], got["valid"], got["quarantined"]) == (13, 3, 10)
+    letters = exact_letters(project)
+    sent_invalid = [exact(text) for text in MALFORMED[:8] + MALFORMED[9:11]]  # D-4 (NUL) is valid
+    assert [letter["record"] for letter in letters] == sent_invalid
+    assert all(letter["violations"] for letter in letters)
+    assert loaded(project) == [("D-4", 1, "1.50"), ("D-7", 1, "40.45")]
+    note = project.query("SELECT note FROM deals WHERE deal_id = 'D-4'")
+    assert note == [("nul\x00inside",)]
+    assert SECRET not in project.path("target/dead_letter/deals.jsonl").read_text(encoding="utf-8")
+
+
+def test_a_page_where_every_record_is_invalid_loads_nothing_and_quarantines_all(
+        project: EtrmflowProject, vendor: Vendor) -> None:
+    vendor.serve('[null, [], "x", {"deal_id": "D-1"}]')
+
+    result = project.run("run", "pipelines/deals.yml")
+
+    assert result.exit_code == 0, result.output
+    got = counts(project)
+    assert (got["fetched"], got["valid"], got["quarantined"], got["written"]) == (4, 0, 4, 0)
+    assert [letter["record"] for letter in exact_letters(project)] == [None, [], "x", {"deal_id": "D-1"}]
+    assert loaded(project) == []
+
+
+def test_the_sqlite_dead_letter_table_keeps_malformed_records_as_sent(
+        project: EtrmflowProject, vendor: Vendor) -> None:
+    project.write({"pipelines/deals.yml": pipeline() + "dead_letter: {type: sqlite}\n"})
+    vendor.serve("[" + ", ".join(MALFORMED) + "]")
+
+    first = project.run("run", "pipelines/deals.yml")
+    second = project.run("run", "pipelines/deals.yml")
+
+    assert (first.exit_code, second.exit_code) == (0, 0), first.output + second.output
+    stored = project.query("SELECT record, violations, request_url FROM dead_letters ORDER BY id")
+    assert [exact(record) for record, _, _ in stored] == [exact(t) for t in MALFORMED[:8] + MALFORMED[9:11]]
+    assert all(json.loads(violations) for _, violations, _ in stored)
+    assert not any(SECRET in url for _, _, url in stored)
+    assert loaded(project) == [("D-4", 1, "1.50"), ("D-7", 1, "40.45")]
+
+
+# --- on_invalid: a failed run keeps and audits its dead letters, and a rerun loads nothing twice --
+
+def audit_events(project: EtrmflowProject, name: str) -> list[dict[str, Any]]:
+    file = project.path("target/audit/audit.jsonl")
+    entries = [json.loads(line) for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [entry for entry in entries if entry["event"] == name]
+
+
+PAGE = '[{"deal_id": "D-1", "version": 1, "price": 1.5}, {"deal_id": "D-2", "version": 0, "price": 2.5}]'
+FIXED = '[{"deal_id": "D-1", "version": 1, "price": 1.5}, {"deal_id": "D-2", "version": 1, "price": 2.5}]'
+
+
+@pytest.mark.parametrize("policy, loads_page", [
+    ("on_invalid: {action: fail}\n", False),
+    ("on_invalid: {action: quarantine, max_count: 0}\n", True),
+    ("on_invalid: {action: quarantine, max_ratio: 0.1}\n", True),
+])
+def test_a_run_failed_by_its_invalid_policy_keeps_audits_and_never_doubles(
+        project: EtrmflowProject, vendor: Vendor, policy: str, loads_page: bool) -> None:
+    project.write({"pipelines/deals.yml": pipeline(policy)})
+    vendor.serve(PAGE)
+
+    first = project.run("run", "pipelines/deals.yml")
+    second = project.run("run", "pipelines/deals.yml")
+
+    assert (first.exit_code, second.exit_code) == (1, 1), first.output + second.output
+    letters = exact_letters(project)
+    assert [letter["record"] for letter in letters] == [exact(PAGE)[1]]  # stored once, kept
+    quarantined = audit_events(project, "batch_quarantined")
+    assert [(e["quarantined"], e["new"]) for e in quarantined] == [(1, 1), (1, 0)]
+    assert quarantined[0]["batch_id"] == letters[0]["batch_id"]
+    assert loaded(project) == ([("D-1", 1, "1.50")] if loads_page else [])
+
+    vendor.serve(FIXED)
+    fixed = project.run("run", "pipelines/deals.yml")
+
+    assert fixed.exit_code == 0, fixed.output
+    assert loaded(project) == [("D-1", 1, "1.50"), ("D-2", 1, "2.50")]
+    assert len(exact_letters(project)) == 1
+
+
+# --- dlq replay of malformed letters: resolved ones load once, the rest stay open ----------------
+
+def test_replay_after_a_contract_fix_loads_each_record_once_and_never_chokes_on_non_objects(
+        project: EtrmflowProject, vendor: Vendor) -> None:
+    vendor.serve('[null, [1], "D-9", {"deal_id": "D-6", "version": 1, "price": 40.455}, '
+                 '{"deal_id": "D-8", "version": 1, "price": 0.001}]')
+    assert project.run("run", "pipelines/deals.yml").exit_code == 0
+    project.write({"contracts/deal.yml": CONTRACT.replace('version: "1"', 'version: "2"')
+                   .replace("scale: 2,", "scale: 3,")})
+
+    first = project.run("dlq", "replay", "pipelines/deals.yml")
+    after_first = project.path("target/dead_letter/deals.jsonl").read_bytes()
+    second = project.run("dlq", "replay", "pipelines/deals.yml")
+
+    assert (first.exit_code, second.exit_code) == (0, 0), first.output + second.output
+    assert loaded(project) == [("D-6", 1, "40.455"), ("D-8", 1, "0.001")]
+    report = project.read_json("target/dlq_replay_results.json")
+    assert report["counts"] == {"letters": 3, "replayed": 3, "valid": 0, "still_invalid": 3, "resolved": 0}
+    assert project.path("target/dead_letter/deals.jsonl").read_bytes() == after_first
+    resolved = [json.loads(line) for line in after_first.decode().splitlines() if '"resolves"' in line]
+    assert len(resolved) == 2
