@@ -62,6 +62,28 @@ def batch_id(plan: PipelinePlan, vars: Mapping[str, Any], page: Page) -> str:
     return hashlib.sha256(orjson.dumps(identity, option=orjson.OPT_SORT_KEYS, default=str)).hexdigest()[:32]
 
 
+_EXACT_IN_FLOAT = 2**53
+"""Integers a double holds exactly: up to 2**53 in magnitude."""
+
+
+def _exact_integers(frame: pd.DataFrame, records: list[Any]) -> pd.DataFrame:
+    """``from_records`` makes an integer field with gaps (an optional id) a float64 column, which
+    would round an integer beyond 2**53 (9007199254740993 to ...992). Such a column is rebuilt
+    from the records: nullable Int64, or Python ints where int64 cannot hold them either."""
+    for name in frame.columns:
+        column = frame[name]
+        if column.dtype != "float64" or not column.isna().any():
+            continue
+        values = [record.get(name) if isinstance(record, dict) else None for record in records]
+        present = [value for value in values if value is not None]
+        if not present or any(type(value) is not int for value in present) or \
+                all(-_EXACT_IN_FLOAT <= value <= _EXACT_IN_FLOAT for value in present):
+            continue
+        fits = all(-2**63 <= value < 2**63 for value in present)
+        frame[name] = pd.array(values, dtype="Int64") if fits else pd.Series(values, dtype=object, index=frame.index)
+    return frame
+
+
 class PageProcessor:
     """Owns the validators, transforms and sinks of one pipeline run."""
 
@@ -138,7 +160,8 @@ class PageProcessor:
     def write(self, records: list[Any], batch: BatchInfo) -> dict[str, int]:
         # Declared money becomes Decimal here, after validation and before any transform.
         began = time.perf_counter()
-        frame = pd.DataFrame.from_records(self.decimals.convert(records))
+        records = self.decimals.convert(records)
+        frame = _exact_integers(pd.DataFrame.from_records(records), records)
         ordered = [c for c in self.columns if c in frame.columns] + [c for c in frame.columns if c not in self.columns]
         frame = frame[ordered]
         ready = list(self.chain.apply(frame, batch))

@@ -35,6 +35,8 @@ from etrmflow.sinks.common import (
 )
 
 log = logging.getLogger("etrmflow.sink")
+_FIELD_LIMIT = 2**31 - 1
+"""The largest field csv.reader accepts everywhere (a C long on every platform)."""
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -181,6 +183,9 @@ class CsvSink(StagedSink):
         return self.options.get("delimiter", ",")
 
     def _publish(self) -> None:
+        # Parts are read back with csv.reader, whose default limit (128 KiB a field) would fail
+        # the run on a long value that the writer took without complaint.
+        csv.field_size_limit(max(csv.field_size_limit(), _FIELD_LIMIT))
         # A batch whose write failed has no part; a rewritten one keeps its first position.
         parts = {b: self._columns(b) for b in self._order if b in self._written}
         seen = dict.fromkeys(c for columns in parts.values() for c in columns)

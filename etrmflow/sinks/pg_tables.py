@@ -105,6 +105,8 @@ def cells(series: pd.Series, column_type: str, spec: DecimalSpec | None) -> list
         return column_values(series, as_json=True)
     if column_type.startswith("numeric"):
         return [None if is_missing(v) else _exact_number(v) for v in series.tolist()]
+    if column_type.startswith("timestamp") and series.dtype.kind == "M":
+        _check_microseconds(series)
     values = column_values(series)
     if column_type in _INTEGER_TYPES:  # pandas holds an integer column with a gap as float: 5.0 -> 5
         return [int(v) if isinstance(v, float) and v.is_integer() else v for v in values]
@@ -120,6 +122,20 @@ def _check_exact_floats(values: list[Any], column_type: str) -> None:
         if type(value) is int and abs(value) > limit and not _float_holds(value):
             raise ValueError(f"{value} cannot be stored as {column_type} without rounding; declare the "
                              f"column an integer, or an exact decimal (x-etrmflow-decimal), in the contract")
+
+
+def _check_microseconds(series: pd.Series) -> None:
+    """Refuse nanoseconds, which a PostgreSQL timestamp (microseconds) would round away."""
+    import pandas as pd
+
+    if series.dt.unit != "ns":
+        return
+    ticks = series.array.asi8[series.notna().to_numpy()]
+    finer = ticks[ticks % 1000 != 0]
+    if len(finer):
+        raise ValueError(f"{pd.Timestamp(int(finer[0]), tz=getattr(series.dtype, 'tz', None)).isoformat()} has "
+                         f"nanoseconds, which a PostgreSQL timestamp cannot hold (it keeps microseconds); "
+                         f"round the column with a step, or keep it as text, rather than lose them silently")
 
 
 _NUMERIC = re.compile(r"^numeric\((\d+),(\d+)\)$")
@@ -145,6 +161,8 @@ def value_change(existing: str, wanted: str) -> str | None:
                 f"{digits}: PostgreSQL would round them")
     if existing == "double precision" and wanted in _INTEGER_TYPES:
         return "it keeps integers exactly only up to 2^53, so PostgreSQL would round larger ones"
+    if wanted == "text" and (existing in _FLOAT_TYPES or existing in _INTEGER_TYPES or existing.startswith("numeric")):
+        return "PostgreSQL would turn text that looks like a number ('0012') into that number"
     if not wanted.startswith("timestamp"):
         return None
     if existing == "date":

@@ -71,6 +71,22 @@ def _sql_type_of(series: pd.Series) -> str:
     return "TEXT"  # strings, datetimes as ISO 8601, nested values as JSON
 
 
+def _check_numbers(values: list[Any], declared: str) -> None:
+    """Refuse what a numeric column's affinity would change without a word: text (``'0012'``
+    becomes 12) and, in a REAL column, an integer beyond 2**53 (rounded to a double)."""
+    kinds = set(map(type, values))
+    if str in kinds:
+        text = next(v for v in values if type(v) is str)
+        raise ValueError(f"text {text[:40]!r} cannot go into the {declared} column: SQLite would turn text "
+                         f"that looks like a number into one; declare the column a string in the contract")
+    if declared != "REAL" or int not in kinds:
+        return
+    for value in values:
+        if type(value) is int and abs(value) > 2 ** 53 and (abs(value) >= 2 ** 1024 or float(value) != value):
+            raise ValueError(f"{value} cannot be stored as REAL without rounding; declare the column an "
+                             f"integer, or an exact decimal (x-etrmflow-decimal), in the contract")
+
+
 def _stamp(run_id: str) -> str:
     """The comment naming the run that began a staging table: SQLite keeps it in the table's
     CREATE statement (sqlite_master.sql) through ALTER TABLE and the rename at the swap."""
@@ -348,8 +364,12 @@ class SqliteSink(TableSink):
         return [None if v is None else exact_float(v) for v in decimal_cells(series, self._decimals[column])]
 
     def _as_declared(self, column: str, values: list[Any]) -> list[Any]:
+        declared = self._columns.get(column)
+        if declared in ("REAL", "INTEGER"):
+            _check_numbers(values, declared)
+            return values
         # SQLite would turn a float into TEXT with 15 significant digits; repr keeps them all.
-        if self._columns.get(column) != "TEXT" or float not in set(map(type, values)):
+        if declared != "TEXT" or float not in set(map(type, values)):
             return values
         return [repr(v) if type(v) is float else v for v in values]  # column values hold exact floats
 
