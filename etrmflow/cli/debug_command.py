@@ -176,7 +176,8 @@ def checkrecords_at(body: Any, stream: StreamPlan, raw: Any) -> list[Any]:
         keys = ", ".join(sorted(body)) if isinstance(body, dict) else f"none (the body is a {type(body).__name__})"
         raise StepFailed("records", f"records path {stream.records} not found; top-level keys are {keys}")
     try:
-        records = records_at(body, compile_path(stream.records), stream.records, raw)
+        records = records_at(body, compile_path(stream.records), stream.records, raw,
+                             one_object=stream.paginator.type == "single")
     except EtrmflowError as exc:
         raise StepFailed("records", str(exc)) from None
     say(True, "records", f"{len(records)} record(s) found at {stream.records}")

@@ -178,7 +178,8 @@ class HttpTransport(Transport):
             if body is NO_DATA:  # the vendor says there is nothing (more) here: an empty last page
                 records, following = [], None
             else:
-                records = records_at(body, records_path, stream.records, raw)
+                records = records_at(body, records_path, stream.records, raw,
+                                     one_object=stream.paginator.type == "single")
                 response = Response(status=raw.status, headers=raw.headers, body=body, url=raw.url)
                 following = paginator.next(request, response, records)
             yield Page(connector=self.connector.name, stream=stream.name,
@@ -186,12 +187,24 @@ class HttpTransport(Transport):
                        method=request.method, url=redact_url(raw.url), status=raw.status,
                        byte_count=len(raw.body), sha256=hashlib.sha256(raw.body).hexdigest(), records=records,
                        fetched_at=utc_timestamp(), elapsed_ms=(time.perf_counter() - started) * 1000,
-                       attempts=attempts, next_request=following, offset=offset,
+                       attempts=attempts, next_request=self._portable(following), offset=offset,
                        window=window["index"] if window else None, correlation_id=correlation,
                        body=raw.body if self.keep_bodies else None)
             request = following
             index += 1
             offset += len(records)
+
+    def _portable(self, request: Request | None) -> Request | None:
+        """The request as a checkpoint keeps it: a next link on the connector's base URL is kept
+        relative to it, so a resumed run follows it to its own vendor (a ``sandbox://`` vendor, or
+        a base_url from the environment, may be at another address in the next run)."""
+        assert self.client is not None
+        base = self.client.base_url
+        if request is None or not request.url.startswith(base):
+            return request
+        portable = request.copy()
+        portable.url = "/" + request.url[len(base):]
+        return portable
 
     def _render(self, request: Request, context: dict[str, Any]) -> Request:
         """The request with its request-time templates (page, cursor, offset) rendered."""
@@ -321,8 +334,13 @@ def _endpoint_failure(error: FetchError) -> bool:
     return isinstance(error, (RetriableFetchError, TransportFailure)) or (error.status or 0) >= 500
 
 
-def records_at(body: Any, path: tuple[str | int, ...], shown_path: str, raw: RawResponse) -> list[Any]:
-    """The records at the stream's path in a decoded body; FatalFetchError saying why not."""
+def records_at(body: Any, path: tuple[str | int, ...], shown_path: str, raw: RawResponse,
+               *, one_object: bool = True) -> list[Any]:
+    """The records at the stream's path in a decoded body; FatalFetchError saying why not.
+
+    An object counts as one record only where ``one_object`` allows it (a stream without
+    pagination): on a paginated stream it is an answer of another shape, typically a 200 that
+    carries an error, and taking it for a last page would end the walk early and quietly."""
     value = extract(body, path)
     if value is MISSING:
         keys = ", ".join(sorted(body)) if isinstance(body, dict) else type(body).__name__
@@ -331,8 +349,13 @@ def records_at(body: Any, path: tuple[str | int, ...], shown_path: str, raw: Raw
                               url=redact_url(raw.url), status=raw.status)
     if value is None:
         return []
-    if isinstance(value, dict):
+    if isinstance(value, dict) and one_object:
         return [value]
+    if isinstance(value, dict):
+        raise FatalFetchError(f"records path {shown_path} holds an object (keys: {', '.join(sorted(value)[:10])}), not "
+                              f"the list of records a page of this paginated stream has, in the response from "
+                              f"{redact_url(raw.url)}; if the vendor answers an error with status 200, declare "
+                              f"it with a response rule", url=redact_url(raw.url), status=raw.status)
     if not isinstance(value, list):
         raise FatalFetchError(f"records path {shown_path} holds a {type(value).__name__}, not a list",
                               url=redact_url(raw.url), status=raw.status)
