@@ -245,3 +245,86 @@ def test_replay_after_a_contract_fix_loads_each_record_once_and_never_chokes_on_
     assert project.path("target/dead_letter/deals.jsonl").read_bytes() == after_first
     resolved = [json.loads(line) for line in after_first.decode().splitlines() if '"resolves"' in line]
     assert len(resolved) == 2
+
+
+# --- numbers a double cannot hold: judged and kept by every digit the vendor sent -----------------
+
+LONG_NUMBERS_CONTRACT = CONTRACT.replace(
+    "version: {type: integer, minimum: 1}", "version: {type: integer, minimum: 1, maximum: 1000000}").replace(
+    "note: {type: string}", "note: {type: string}\n    notional: {type: number, x-etrmflow-decimal: {scale: 2, precision: 38}}")
+
+LONG_NUMBERS = [
+    '{"deal_id": "D-1", "version": 1, "price": 40.4500000000000001}',
+    '{"deal_id": "D-2", "version": 1, "price": 40.4500000000000000}',
+    '{"deal_id": "D-3", "version": 18446744073709551617, "price": 1.5}',
+    '{"deal_id": "D-4", "version": 1.0000000000000000001, "price": 1.5}',
+    '{"deal_id": "D-5", "version": 1, "price": 1.5, "notional": 12345678901234567.89}',
+    '{"deal_id": "D-6", "version": -9223372036854775809, "price": 1.5}',
+]
+
+
+@pytest.mark.parametrize("dead_letter", ["", "dead_letter: {type: sqlite}\n"])
+def test_a_number_longer_than_a_double_is_judged_by_every_digit_and_kept_as_sent(
+        project: EtrmflowProject, vendor: Vendor, dead_letter: str) -> None:
+    project.write({"contracts/deal.yml": LONG_NUMBERS_CONTRACT, "pipelines/deals.yml": pipeline(dead_letter)})
+    vendor.serve("[" + ", ".join(LONG_NUMBERS) + "]")
+
+    result = project.run("run", "pipelines/deals.yml")
+
+    assert result.exit_code == 0, result.output
+    got = counts(project)
+    assert (got["fetched"], got["valid"], got["quarantined"]) == (6, 2, 4)
+    assert loaded(project) == [("D-2", 1, "40.45"), ("D-5", 1, "1.50")]
+    assert project.query("SELECT notional FROM deals WHERE deal_id = 'D-5'") == [("12345678901234567.89",)]
+    if dead_letter:
+        records = [exact(text) for (text,) in project.query("SELECT record FROM dead_letters ORDER BY id")]
+    else:
+        records = [letter["record"] for letter in exact_letters(project)]
+    assert records == [exact(LONG_NUMBERS[k]) for k in (0, 2, 3, 5)]
+    reasons = project.query("SELECT violations FROM dead_letters ORDER BY id") if dead_letter else []
+    assert all("x-etrmflow-decimal" in text for text, in reasons[:1])
+
+
+def test_a_letter_replays_with_the_digits_it_was_sent_with(project: EtrmflowProject, vendor: Vendor) -> None:
+    vendor.serve('[' + LONG_NUMBERS[0] + ']')
+    assert project.run("run", "pipelines/deals.yml").exit_code == 0
+    assert loaded(project) == []
+    project.write({"contracts/deal.yml": CONTRACT.replace('version: "1"', 'version: "2"')
+                   .replace("scale: 2, precision: 18", "scale: 16, precision: 18")})
+
+    replay = project.run("dlq", "replay", "pipelines/deals.yml")
+
+    assert replay.exit_code == 0, replay.output
+    assert loaded(project) == [("D-1", 1, "40.4500000000000001")]
+
+
+BEYOND_64_BITS = ('[{"deal_id": "D-1", "version": 18446744073709551617, "price": 1.5}, '
+                  '{"deal_id": "D-2", "version": 2, "price": 1.5}]')
+
+
+@pytest.mark.parametrize("sink, error", [
+    ("{type: sqlite, table: deals}", "too large to convert to SQLite INTEGER"),
+    ("{type: parquet, path: out/deals}", "too large to convert"),
+])
+def test_an_integer_a_sink_cannot_hold_fails_the_page_rather_than_round_it(
+        project: EtrmflowProject, vendor: Vendor, sink: str, error: str) -> None:
+    project.write({"pipelines/deals.yml": pipeline().replace("{type: sqlite, table: deals}", sink)})
+    vendor.serve(BEYOND_64_BITS)
+
+    result = project.run("run", "pipelines/deals.yml")
+
+    assert result.exit_code == 1, result.output
+    assert error in result.output
+    assert loaded(project) == []
+
+
+def test_csv_writes_an_integer_beyond_64_bits_with_every_digit(project: EtrmflowProject, vendor: Vendor) -> None:
+    project.write({"pipelines/deals.yml": pipeline().replace("{type: sqlite, table: deals}",
+                                                             "{type: csv, path: out/deals.csv}")})
+    vendor.serve(BEYOND_64_BITS)
+
+    result = project.run("run", "pipelines/deals.yml")
+
+    assert result.exit_code == 0, result.output
+    rows = project.path("out/deals.csv").read_text(encoding="utf-8").splitlines()
+    assert [row.split(",")[:3] for row in rows[1:]] == [["D-1", "18446744073709551617", "1.50"], ["D-2", "2", "1.50"]]

@@ -7,6 +7,8 @@ from typing import Any
 
 import orjson
 
+from etrmflow import jsontext
+
 AUDIT_LOG = "audit/audit.jsonl"
 """Where the audit log lives, relative to the project's target folder."""
 GENESIS = "0" * 64
@@ -16,8 +18,8 @@ ENVELOPE = ("seq", "ts", "run_id", "pipeline", "event", "prev", "hash")
 
 
 def canonical(value: Any) -> bytes:
-    """Sorted keys, no whitespace: the same value always gives the same bytes."""
-    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    """Sorted keys, no whitespace: the same value always gives the same bytes (numbers as sent)."""
+    return jsontext.dumps(value, option=orjson.OPT_SORT_KEYS)
 
 
 def sha256_hex(data: bytes) -> str:

@@ -12,7 +12,7 @@ from typing import IO, Any
 
 import orjson
 
-from etrmflow import hookimpl
+from etrmflow import hookimpl, jsontext
 from etrmflow.components import DeadLetter, DeadLetterSink, SinkContext
 from etrmflow.errors import SinkError
 from etrmflow.sinks.common import resolve_path
@@ -92,7 +92,7 @@ def read_entries(path: Path) -> Iterator[Entry]:
             if not line.strip():
                 continue
             try:
-                data = orjson.loads(line)
+                data = jsontext.loads(line)  # a letter's record replays with the digits it was sent with
                 key = _entry_key(data)
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
                 log.warning("%s:%d: skipping a dead-letter line that cannot be read (%s); an "
@@ -186,7 +186,7 @@ class JsonlDeadLetterSink(DeadLetterSink):
             key = _letter_key(letter)
             if key not in self._keys and key not in keys:
                 keys.add(key)
-                lines.append(orjson.dumps(letter.as_dict(), default=_to_json, option=_JSON_OPTIONS))
+                lines.append(jsontext.dumps(letter.as_dict(), default=_to_json, option=_JSON_OPTIONS))
         if lines:
             prefix = b"\n" if self._needs_newline else b""
             self._append(prefix + b"".join(lines))

@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 import orjson
 
 # The jsonl sink's own key and JSON fallback: both sinks must call the same letters "the same".
+from etrmflow import jsontext
 from etrmflow.builtins.dead_letters import _letter_key, _to_json
 from etrmflow.components import DeadLetter, DeadLetterSink, SinkContext
 from etrmflow.errors import SinkError
@@ -54,7 +55,7 @@ def _q(name: str) -> str:
 
 
 def _dumps(value: Any) -> str:
-    return orjson.dumps(value, default=_to_json, option=_JSON_OPTIONS).decode()
+    return jsontext.dumps(value, default=_to_json, option=_JSON_OPTIONS).decode()
 
 
 def letter_row(letter: DeadLetter, pipeline: str) -> tuple[Any, ...]:

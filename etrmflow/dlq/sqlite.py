@@ -15,6 +15,7 @@ from urllib.request import pathname2url
 
 import orjson
 
+from etrmflow import jsontext
 from etrmflow.builtins.dead_letters_sqlite import DEFAULT_PATH, DEFAULT_TABLE
 from etrmflow.components import SinkContext
 from etrmflow.dlq.model import LetterStatus, Resolution, StoredLetter
@@ -29,7 +30,7 @@ def _q(name: str) -> str:
 
 def _letter(row: sqlite3.Row) -> StoredLetter:
     data = {
-        "record": orjson.loads(row["record"]), "violations": orjson.loads(row["violations"]),
+        "record": jsontext.loads(row["record"]), "violations": orjson.loads(row["violations"]),
         "contract": {"name": row["contract"], "version": row["contract_version"]},
         "source": {"connector": row["connector"], "stream": row["stream"], "page": row["page"],
                    "request_url": row["request_url"]},

@@ -18,6 +18,7 @@ from urllib.parse import unquote_plus, urlencode, urljoin
 import aiohttp
 import orjson
 
+from etrmflow import jsontext
 from etrmflow.clock import Clock
 from etrmflow.components import HttpClient, Request, Response
 from etrmflow.engine.retry import parse_retry_after
@@ -136,8 +137,8 @@ def _basic(user: str, password: str) -> str:
 
 def _decode_lenient(body: bytes) -> Any:
     try:
-        return orjson.loads(body) if body else None
-    except orjson.JSONDecodeError:
+        return jsontext.loads(body) if body else None
+    except ValueError:  # orjson's JSONDecodeError is one
         return None
 
 
@@ -188,11 +189,15 @@ def classify(raw: RawResponse, method: str, retry: RetryPolicy, now: Any,
     return body
 
 
-def _decode(raw: bytes) -> tuple[Any, orjson.JSONDecodeError | None]:
-    """The body once decoded (rules and the caller share it), or the reason it is not JSON."""
+def _decode(raw: bytes) -> tuple[Any, ValueError | None]:
+    """The body once decoded (rules and the caller share it), or the reason it is not JSON.
+
+    Numbers exactly as sent: a price with more digits than a double holds must reach the
+    exact-decimal check as written, not rounded to one that passes (see ``etrmflow.jsontext``).
+    """
     try:
-        return (orjson.loads(raw) if raw else None), None
-    except orjson.JSONDecodeError as exc:
+        return (jsontext.loads(raw) if raw else None), None
+    except ValueError as exc:  # orjson's JSONDecodeError is one
         return None, exc
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 import pandas as pd
 
+from etrmflow import jsontext
 from etrmflow.clock import utc_timestamp
 from etrmflow.components import (
     BatchInfo,
@@ -52,7 +53,7 @@ class PageOutcome:
 
 
 def record_sha256(record: Any) -> str:
-    return hashlib.sha256(orjson.dumps(record, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    return hashlib.sha256(jsontext.dumps(record, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
 def batch_id(plan: PipelinePlan, vars: Mapping[str, Any], page: Page) -> str:

@@ -26,6 +26,7 @@ import orjson
 import pandas as pd
 
 from etrmflow.errors import TransformError
+from etrmflow.jsontext import JsonNumber
 
 TAG = "$etrmflow:"
 NAT = np.iinfo(np.int64).min
@@ -64,6 +65,8 @@ def _tagged(value: Any) -> Any:
     if isinstance(value, int):
         return value if -2**63 <= value < 2**64 else {TAG + "int": str(value)}
     if isinstance(value, float):
+        if type(value) is JsonNumber:  # a vendor's long number: staged with its digits
+            return {TAG + "number": value.text}
         return value if np.isfinite(value) else {TAG + "float": repr(value)}
     if isinstance(value, decimal.Decimal):
         return {TAG + "decimal": str(value)}
@@ -125,6 +128,7 @@ def _datetime(iso: str, zone: Any) -> dt.datetime:
 _UNTAG: dict[str, Callable[[Any], Any]] = {
     "int": int,
     "float": float,
+    "number": JsonNumber,
     "decimal": decimal.Decimal,
     "dict": lambda items: {key: _untagged(item) for key, item in items.items()},
     "pairs": lambda pairs: {_untagged(k): _untagged(v) for k, v in pairs},

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from etrmflow import jsontext
 from etrmflow.validation.decimals import DecimalSpec, decimal_problem, to_decimal
 
 if TYPE_CHECKING:
@@ -56,7 +57,7 @@ def _json_default(value: Any) -> Any:
 
 def dumps_json(value: Any) -> str:
     """Compact JSON with sorted keys, so that equal values always give equal text."""
-    return orjson.dumps(value, default=_json_default, option=_SCALAR_JSON_OPTIONS).decode()
+    return jsontext.dumps(value, default=_json_default, option=_SCALAR_JSON_OPTIONS).decode()
 
 
 def is_missing(value: Any) -> bool:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from etrmflow import jsontext
 from etrmflow.errors import SinkError
 from etrmflow.sinks.common import decimal_cell, is_missing
 from etrmflow.validation.decimals import DecimalSpec
@@ -97,7 +98,7 @@ def _default(value: Any) -> Any:
 def encode(rows: list[dict[str, Any]], wrap: str | None = None) -> bytes:
     """The request body: a JSON list of the rows, or ``{wrap: [rows]}``."""
     try:
-        body = orjson.dumps(rows, default=_default, option=_OPTIONS)
+        body = jsontext.dumps(rows, default=_default, option=_OPTIONS)
     except (TypeError, ValueError) as exc:  # orjson.JSONEncodeError is a TypeError
         raise SinkError(f"the rows cannot be sent as JSON: {exc}") from None
     return orjson.dumps({wrap: orjson.Fragment(body)}) if wrap else body

@@ -8,9 +8,11 @@ A contract marks a number as exact decimal money in its property schema::
 (SQL's NUMERIC(precision, scale); 1 to 38, default 18). JSON decoders hand us such a value as
 a float. A float read from JSON text of at most 15 significant digits gives those digits back
 through ``repr`` (``repr(float("40.45")) == "40.45"``), so ``Decimal(repr(value))`` is what the
-vendor wrote. A value with more decimals than the scale, more digits than the precision
-allows, or more than 15 significant digits (which a float cannot have carried exactly) is a
-violation with keyword ``x-etrmflow-decimal``: the record is quarantined, never rounded.
+vendor wrote. A number with more digits than a double holds is read by ``etrmflow.jsontext``
+as a ``JsonNumber``, whose ``repr`` is the vendor's text: it is judged by every digit. A value
+with more decimals than the scale, more digits than the precision allows, or a plain float of
+more than 15 significant digits (which it cannot have carried exactly) is a violation with
+keyword ``x-etrmflow-decimal``: the record is quarantined, never rounded.
 
 After validation the engine turns declared values into ``Decimal`` at the declared scale
 (``to_decimal``), and the sinks store them exactly.
@@ -26,6 +28,8 @@ from decimal import Decimal
 from typing import Any
 
 import jsonschema
+
+from etrmflow.jsontext import JsonNumber
 
 KEYWORD = "x-etrmflow-decimal"
 FLOAT_DIGITS = 15
@@ -143,7 +147,7 @@ def exact_problem(value: Any, spec: DecimalSpec) -> str | None:
     if number.is_zero():  # 0.0 and 0E-7 alike: no digit to place
         return None
     digits, exponent = _stripped(number)
-    if isinstance(value, float) and digits > FLOAT_DIGITS:
+    if isinstance(value, float) and not isinstance(value, JsonNumber) and digits > FLOAT_DIGITS:
         return (f"{value!r} has {digits} significant digits; a JSON number with more than "
                 f"{FLOAT_DIGITS} cannot be read exactly")
     if -exponent > spec.scale:
