@@ -377,6 +377,10 @@ class Page:
     body: bytes | None = field(default=None, repr=False, compare=False)
     """The raw response body, only when the run keeps bodies (``Transport.keep_bodies``);
     otherwise None, so pages in flight hold their records only."""
+    holds_secret: bool | None = None
+    """Whether the raw body holds a secret value the run resolved (``secrets.REDACTOR.found_in``):
+    False lets the engine skip looking for one in the records; None (a transport that did not
+    look) makes it look."""
 
 
 class Transport(Component):

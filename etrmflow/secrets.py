@@ -7,11 +7,13 @@ look like credentials are masked too, whatever their value.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
 import threading
 from collections.abc import Iterable, Mapping
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from etrmflow.templating import SECRET_MARKER
@@ -31,6 +33,7 @@ class Redactor:
     def __init__(self) -> None:
         self._values: set[str] = set()
         self._pattern: re.Pattern[str] | None = None
+        self._needles: tuple[bytes, ...] = ()
         self._lock = threading.Lock()
 
     def add(self, value: str) -> None:
@@ -40,10 +43,44 @@ class Redactor:
             self._values.add(value)
             ordered = sorted(self._values, key=len, reverse=True)
             self._pattern = re.compile("|".join(re.escape(v) for v in ordered))
+            self._needles = tuple({needle for v in ordered for needle in _spellings(v)})
 
     def redact(self, text: str) -> str:
         pattern = self._pattern
         return pattern.sub(MASK, text) if pattern is not None else text
+
+    def found_in(self, data: bytes) -> bool:
+        """Whether JSON bytes (a response body, records) hold a secret value, as is or escaped.
+
+        ``in`` on bytes: ~0.1 ms a secret for a page of 1,000 trades (orjson reads it in ~1 ms)."""
+        return any(needle in data for needle in self._needles)
+
+    def in_body(self, body: bytes) -> bool | None:
+        """``found_in`` for a vendor's raw body; None when the body has ``\\u`` escapes, which
+        may spell any character of a secret: then only the decoded records can tell."""
+        if not self._needles:
+            return False
+        if self.found_in(body):
+            return True
+        # memchr for the backslash first: ~100x faster than looking for the two bytes
+        return None if b"\\" in body and b"\\u" in body else False
+
+    def masked(self, value: Any) -> Any:
+        """A copy of a decoded JSON value with every secret masked in its strings and keys."""
+        if isinstance(value, str):
+            return self.redact(value)
+        if isinstance(value, dict):
+            return {self.masked(key): self.masked(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [self.masked(item) for item in value]
+        return value
+
+
+def _spellings(value: str) -> set[bytes]:
+    """The ways a JSON text may spell ``value``: raw, escaped as orjson and as the stdlib do,
+    and with ``/`` escaped as ``\\/`` (which JSON allows and some servers write)."""
+    escaped = (json.dumps(value, ensure_ascii=False)[1:-1], json.dumps(value)[1:-1])
+    return {value.encode()} | {spelling.encode() for text in escaped for spelling in (text, text.replace("/", "\\/"))}
 
 
 REDACTOR = Redactor()

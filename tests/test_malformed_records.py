@@ -328,3 +328,45 @@ def test_csv_writes_an_integer_beyond_64_bits_with_every_digit(project: Etrmflow
     assert result.exit_code == 0, result.output
     rows = project.path("out/deals.csv").read_text(encoding="utf-8").splitlines()
     assert [row.split(",")[:3] for row in rows[1:]] == [["D-1", "18446744073709551617", "1.50"], ["D-2", "2", "1.50"]]
+
+
+# --- a record that echoes a credential: quarantined, masked in its letter, in no file --------------
+
+ECHOING = [
+    '{"deal_id": "D-1", "version": 1, "price": 1.5, "note": "https://vendor.example/deals?k=' + SECRET + '"}',
+    '{"deal_id": "D-2", "version": 0, "price": 2.5, "note": "' + SECRET + '"}',
+    '{"deal_id": "D-3", "version": 1, "price": 3.5, "note": "\\u0073' + SECRET[1:] + '"}',
+    '{"deal_id": "D-4", "version": 1, "price": 4.5, "note": "plain"}',
+]
+
+
+def files_holding(root: Any, text: str) -> list[str]:
+    return [str(path) for path in root.rglob("*") if path.is_file() and text.encode() in path.read_bytes()]
+
+
+@pytest.mark.parametrize("dead_letter", ["", "dead_letter: {type: sqlite}\n"])
+@pytest.mark.parametrize("records", [ECHOING, ECHOING[2:]], ids=["plain", "unicode-escaped-only"])
+def test_a_record_echoing_a_secret_is_quarantined_and_its_letter_masked(
+        project: EtrmflowProject, vendor: Vendor, dead_letter: str, records: list[str]) -> None:
+    assert SECRET[0] == "s"  # the escaped record spells it \u0073...
+    project.write({"pipelines/deals.yml": pipeline(dead_letter)})
+    vendor.serve("[" + ", ".join(records) + "]")
+
+    result = project.run("run", "pipelines/deals.yml")
+
+    assert result.exit_code == 0, result.output
+    assert loaded(project) == [("D-4", 1, "4.50")]
+    assert SECRET not in result.output
+    assert files_holding(project.path("."), SECRET) == []
+    if dead_letter:
+        stored = project.query("SELECT record, violations FROM dead_letters ORDER BY id")
+        letters = [{"record": json.loads(r), "violations": json.loads(v)} for r, v in stored]
+    else:
+        letters = exact_letters(project)
+    assert len(letters) == len(records) - 1
+    for letter in letters:
+        assert "***" in letter["record"]["note"]
+        assert "x-etrmflow-secret" in [v["keyword"] for v in letter["violations"]]
+    if len(records) == len(ECHOING):
+        assert letters[0]["record"]["note"] == "https://vendor.example/deals?k=***"
+        assert {v["keyword"] for v in letters[1]["violations"]} == {"minimum", "x-etrmflow-secret"}

@@ -34,7 +34,7 @@ from etrmflow.engine.retry import IDEMPOTENT_METHODS, Retrier
 from etrmflow.errors import AuthError, FatalFetchError, FetchError, RetriableFetchError
 from etrmflow.jsonpath import MISSING, compile_path, extract
 from etrmflow.plan import ConnectorPlan, StreamPlan
-from etrmflow.secrets import SecretStore, redact_url
+from etrmflow.secrets import REDACTOR, SecretStore, redact_url
 from etrmflow.templating import (
     MissingValue,
     TemplateEnvironment,
@@ -189,7 +189,7 @@ class HttpTransport(Transport):
                        fetched_at=utc_timestamp(), elapsed_ms=(time.perf_counter() - started) * 1000,
                        attempts=attempts, next_request=self._portable(following), offset=offset,
                        window=window["index"] if window else None, correlation_id=correlation,
-                       body=raw.body if self.keep_bodies else None)
+                       body=raw.body if self.keep_bodies else None, holds_secret=REDACTOR.in_body(raw.body))
             request = following
             index += 1
             offset += len(records)

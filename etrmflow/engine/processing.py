@@ -36,6 +36,7 @@ from etrmflow.engine.staging import StagingPlace
 from etrmflow.engine.validation import validate_records
 from etrmflow.errors import RunFailed, SinkError
 from etrmflow.plan import PipelinePlan
+from etrmflow.secrets import REDACTOR, redact
 from etrmflow.validation.decimal_fields import DecimalFields
 
 log = logging.getLogger("etrmflow.run")
@@ -50,6 +51,13 @@ class PageOutcome:
     written: dict[str, int]
     drift: dict[str, int] = field(default_factory=dict)
     """Fields the contract schema does not declare: ``{field: records of the page that have it}``."""
+
+
+SECRET_VIOLATION = Violation(
+    pointer="", keyword="x-etrmflow-secret", validator="etrmflow",
+    message="the record holds the value of a secret this run resolved (masked as *** in this dead letter); "
+            "a vendor echoing a credential (often in a link that carries the key as a query parameter) "
+            "should not: send the credential in a header (auth.in: header) or ask the vendor to drop it")
 
 
 def record_sha256(record: Any) -> str:
@@ -133,6 +141,7 @@ class PageProcessor:
     def process(self, page: Page) -> PageOutcome:
         began = time.perf_counter()
         verdicts = self.validate(page.records)
+        holding_secrets = self._holding_secrets(page, verdicts)
         self._lap("validate", began)
         batch = BatchInfo(run_id=self.run_id, batch_id=batch_id(self.plan, self.vars, page),
                           page_sha256=page.sha256, pipeline=self.plan.name)
@@ -140,7 +149,8 @@ class PageProcessor:
         invalid = [row for row, found in enumerate(verdicts) if found]  # a few, usually
         valid = [record for record, found in zip(records, verdicts) if not found] if invalid else list(records)
         quarantined_at = utc_timestamp()
-        letters = [self._letter(page, batch, records[row], verdicts[row], quarantined_at) for row in invalid]
+        letters = [self._letter(page, batch, REDACTOR.masked(records[row]) if row in holding_secrets else records[row],
+                                verdicts[row], quarantined_at) for row in invalid]
         began = time.perf_counter()
         new_letters = self.dead_letter.write(letters) if letters else 0
         self._lap("quarantine", began)
@@ -153,6 +163,17 @@ class PageProcessor:
         written = self.write(valid, batch) if valid else {sink.describe(): 0 for sink in self.sinks}
         return PageOutcome(fetched=len(page.records), valid=len(valid), quarantined=len(letters),
                            dead_letters_new=new_letters, written=written, drift=self.drift.count(page.records))
+
+    def _holding_secrets(self, page: Page, verdicts: list[list[Violation]]) -> set[int]:
+        """Records that hold a secret value: quarantined whatever else they are, their letters
+        masked (a vendor echoing the API key in a ``self`` link must not put it in a table)."""
+        if page.holds_secret is False or not REDACTOR.found_in(jsontext.dumps(page.records)):
+            return set()
+        found = {row for row, record in enumerate(page.records) if REDACTOR.found_in(jsontext.dumps(record))}
+        for row in found:
+            masked = [dataclasses.replace(v, message=redact(v.message)) for v in verdicts[row]]
+            verdicts[row] = [*masked, SECRET_VIOLATION]
+        return found
 
     def validate(self, records: list[Any]) -> list[list[Violation]]:
         # strict: a validator that answers for fewer records must not let the rest pass unchecked
