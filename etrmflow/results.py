@@ -30,7 +30,11 @@ class Counts:
     dead_letters_new: int = 0
     requests: int = 0
     retries: int = 0
+    """The source's requests that were retried."""
     bytes: int = 0
+    sink_retries: int = 0
+    """Requests of the sinks that were retried (an ``http`` sink's POSTs): counted apart from
+    ``retries``, as the sinks' requests are not in ``requests`` either."""
 
     @property
     def invalid_ratio(self) -> float:

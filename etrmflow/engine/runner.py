@@ -187,6 +187,8 @@ async def run_pipeline(plan: Plan, pipeline: PipelinePlan, registry: Registry, o
             except EtrmflowError as exc:
                 ok = False
                 _fail(result, exc)
+            # A sink that sends requests (http) says how many it retried; apart from the source's.
+            result.counts.sink_retries = sum(getattr(sink, "request_retries", 0) for sink in processor.sinks)
         if audit is not None:
             await _audit_finish(executor, audit, result)
         executor.shutdown(wait=True)

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import decimal
 import logging
+import math
 import os
 import shutil
 import sqlite3
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from etrmflow.components import BatchInfo, ContractInfo, SinkContext
 from etrmflow.sinks.cells import (
@@ -29,11 +32,14 @@ from etrmflow.sinks.cells import (
 )
 from etrmflow.validation.decimals import DecimalSpec, decimal_columns
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 __all__ = [  # the cell conversions live in etrmflow.sinks.cells; the sinks take them from here
-    "LINEAGE_COLUMNS", "NESTED_TYPES", "column_values", "decimal_cell", "decimal_cells", "decimal_specs",
-    "decimal_text", "decimal_texts", "dumps_json", "exact_float", "is_missing", "lineage", "ordered_columns",
-    "plain_value", "remove", "resolve_path", "staging_path", "swap_in", "tidy_leftovers", "transaction",
-    "utc_now_iso",
+    "LINEAGE_COLUMNS", "NESTED_TYPES", "all_missing", "column_values", "decimal_cell", "decimal_cells",
+    "decimal_specs", "decimal_text", "decimal_texts", "dumps_json", "exact_decimals", "exact_float",
+    "exact_texts", "is_missing", "lineage", "ordered_columns", "plain_value", "remove", "resolve_path",
+    "staging_path", "swap_in", "tidy_leftovers", "transaction", "utc_now_iso",
 ]
 log = logging.getLogger("etrmflow.sink")
 
@@ -69,6 +75,77 @@ def ordered_columns(contract_types: Mapping[str, str], frame_columns: list[str])
     """Contract columns first (contract order), then the frame's extras, lineage last."""
     extras = [c for c in frame_columns if c not in contract_types and c not in LINEAGE_COLUMNS]
     return [*contract_types, *extras, *LINEAGE_COLUMNS]
+
+
+# ---------------------------------------------------------------------------------------------
+# Columns the contract does not declare (drift fields, columns a step derives): typed by value
+# ---------------------------------------------------------------------------------------------
+
+def all_missing(series: pd.Series) -> bool:
+    """No value at all: such a column says nothing about its type (a sink that types columns by
+    their values leaves it out until a page has one)."""
+    return bool(series.isna().all())
+
+
+def exact_decimals(series: pd.Series) -> list[decimal.Decimal | None] | None:
+    """The column as Decimals (None where missing) when it holds money a step computed: every
+    cell a finite Decimal, an int or missing, and one at least a Decimal. None for any other
+    column, which the sinks store as they always did."""
+    if series.dtype != object:  # numbers, timestamps, strings (pandas' str dtype is no object)
+        return None
+    values = series.tolist()
+    if decimal.Decimal not in set(map(type, values)):
+        return None
+    out: list[decimal.Decimal | None] = []
+    for value in values:
+        kind = type(value)
+        if kind is decimal.Decimal and value.is_finite():
+            out.append(value)
+        elif kind is int:  # exact too (a literal 0 in a coalesce); never a bool
+            out.append(decimal.Decimal(value))
+        elif is_missing(value):
+            out.append(None)
+        else:
+            return None
+    return out
+
+
+def exact_texts(series: pd.Series, column: str) -> list[str | None]:
+    """A column for an exact decimal column the contract does not declare (SQLite DECIMAL_TEXT,
+    text written as Decimals): each number's digits as written, never an exponent. A float
+    (a page where the step gave floats) is written as its shortest repr, the number it reads
+    as; anything else is refused rather than stored as a number it is not."""
+    exact = exact_decimals(series)
+    if exact is not None:
+        return [decimal_text(value) for value in exact]
+    out: list[str | None] = []
+    for value in series.tolist():
+        item = getattr(value, "item", None)  # numpy scalars
+        value = item() if callable(item) and not isinstance(value, decimal.Decimal) else value
+        if is_missing(value):
+            out.append(None)
+        elif type(value) is int or (type(value) is decimal.Decimal and value.is_finite()):
+            out.append(decimal_text(decimal.Decimal(value)))
+        elif type(value) is float and math.isfinite(value):
+            out.append(decimal_text(decimal.Decimal(repr(value))))
+        else:
+            raise ValueError(f"{value!r} cannot go into column {column}, which holds exact decimals (an "
+                             f"earlier page gave it Decimals); declare the column in the contract, or "
+                             f"make the step give numbers on every page")
+    return out
+
+
+def decimal_scale(values: list[decimal.Decimal | None]) -> tuple[int, int]:
+    """(integer digits, decimals) that hold every value exactly: Decimal('-1234.5600') needs
+    (4, 4), Decimal('0.003') (0, 3), Decimal('1E+2') (3, 0)."""
+    digits = scale = 0
+    for value in values:
+        if value is not None:
+            exponent = value.as_tuple().exponent
+            assert isinstance(exponent, int)  # finite: exact_decimals kept no NaN or infinity
+            scale = max(scale, -exponent)
+            digits = max(digits, value.adjusted() + 1)
+    return digits, scale
 
 
 # ---------------------------------------------------------------------------------------------

@@ -5,12 +5,21 @@ its batch id (a content hash), so a rewritten batch replaces its own part. ``clo
 publishes the result with renames: the whole output is swapped in (CSV, and Parquet in its
 default ``replace`` mode; see ``etrmflow.sinks.parquet`` for its other modes).
 ``close(ok=False)`` leaves the previous output in place and keeps the staging folder, so that
-``etrmflow run --resume`` can complete it (a fresh run clears it).
+``etrmflow run --resume`` can complete it (a fresh run clears it). So does a publish that fails
+(a full disk, a folder where the CSV file goes): the staging folder goes only once it is published.
+
+A run whose outputs were published by some sinks but not all (another sink's publish failed) is
+resumed too: while the pipeline has a checkpoint, each sink that published leaves a marker,
+``<target>/state/<pipeline>.staging-<run_id>.published/<hash of the output path>``, so that the
+resumed run keeps that output as it is instead of publishing an empty one. The engine removes
+the marker with the run's other staging files once no checkpoint refers to the run. A resumed
+run whose staging folder is gone without a marker refuses to publish what little it would hold.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import logging
 import os
 from pathlib import Path
@@ -24,6 +33,7 @@ from etrmflow.sinks.common import (
     decimal_cells,
     decimal_specs,
     decimal_text,
+    exact_decimals,
     lineage,
     ordered_columns,
     remove,
@@ -54,14 +64,49 @@ class StagedSink(Sink):
         self.staging = staging_path(self.path, context.run_id)
         tidy_leftovers(self.path, keep=self.staging if context.resume else None)
         self._written: set[str] = set()
+        self.published = False
+        """True on a resume whose run had already published this output: it is kept as it is."""
+        if context.resume and self._published_marker().exists() and self.path.exists():
+            self._keep_published()
+            return
         if context.resume and self.staging.is_dir():
             # Continue the interrupted run's output; a batch it wrote may come again.
             self._written = {part.name.split("-")[1].split(".")[0] for part in self.staging.rglob("part-*")}
             return
+        if context.resume:  # publishing what comes now would lose the rows the folder held
+            raise SinkError(f"{self.type_name} sink: cannot resume run {context.run_id}: its staging "
+                            f"folder {self.staging}, which holds the rows the run wrote, is gone; run "
+                            f"without --resume to write everything again ({self.path} stays as it is "
+                            f"until a run succeeds)")
         remove(self.staging)
         self.staging.mkdir()
 
+    def _keep_published(self) -> None:
+        """The resumed run had published this output (another sink failed): keep it as it is."""
+        log.info("%s was published by run %s before it stopped; the resumed run keeps it as it is",
+                 self.path, self.context.run_id)
+        remove(self.staging)  # what a failed removal after the publish left
+        self.published = True
+
+    def _published_marker(self) -> Path:
+        # In the engine's state folder, named like the run's staging files there, which the
+        # engine keeps while a checkpoint refers to the run and removes after.
+        context = self.context
+        name = hashlib.sha256(str(self.path).encode()).hexdigest()[:16]
+        return Path(context.target_dir) / "state" / f"{context.pipeline}.staging-{context.run_id}.published" / name
+
+    def _mark_published(self) -> None:
+        """Leave the marker while the pipeline has a checkpoint (``state/<pipeline>.json``), so
+        while a resume is possible; without one (a replay, a direct use) it would only linger."""
+        context = self.context
+        if (Path(context.target_dir) / "state" / f"{context.pipeline}.json").exists():
+            marker = self._published_marker()
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.touch()
+
     def write(self, frame: pd.DataFrame, batch: BatchInfo) -> int:
+        if self.published:  # the published output holds the rows of every batch of this run
+            return len(frame)
         try:
             if batch.batch_id in self._written:
                 self._remove_part(batch.batch_id)  # a rewrite must leave no old part behind
@@ -84,8 +129,14 @@ class StagedSink(Sink):
             return
         try:
             self._publish()
-        finally:
-            remove(staging)
+        except Exception as exc:
+            # The staged rows stay: a resumed run publishes them without fetching them again.
+            raise SinkError(f"{self.type_name} sink: publishing {self.path} failed: {exc}; the rows stay "
+                            f"staged in {staging}: once the cause is fixed, `etrmflow run --resume` "
+                            f"publishes them (after a change to the pipeline or its contract, run "
+                            f"without --resume)") from exc
+        self._mark_published()  # before the staging goes: see _keep_published
+        remove(staging)
 
     def _publish(self) -> None:
         swap_in(self.staging, self.path, self.context.run_id)
@@ -104,10 +155,17 @@ class StagedSink(Sink):
 def _csv_cells(series: pd.Series, declared: str | None, spec: DecimalSpec | None = None) -> list[Any]:
     if spec is not None:  # the exact digits, at the declared scale
         return [decimal_text(v) for v in decimal_cells(series, spec)]
+    exact = exact_decimals(series) if declared is None else None
+    if exact is not None:  # money a step computed, undeclared: the digits as the Decimals have them
+        return [decimal_text(v) for v in exact]
     values = column_values(series, as_json=declared in NESTED_TYPES)
     if declared == "integer":  # pandas holds an integer column with a gap as float: 5.0 -> 5
         return [int(v) if isinstance(v, float) and v.is_integer() else v for v in values]
     return values
+
+
+def _folder_there(path: Path) -> str:
+    return f"{path} is a folder, and the csv sink writes a file there: remove or rename the folder, or set another path"
 
 
 class CsvSink(StagedSink):
@@ -145,6 +203,9 @@ class CsvSink(StagedSink):
     }
 
     def open(self, context: SinkContext) -> None:
+        target = resolve_path(context, self.options["path"])
+        if target.is_dir():  # said now, not once the whole run is fetched (publishing checks again)
+            raise SinkError(f"csv sink: {_folder_there(target)}")
         super().open(context)
         # Batch ids in first-write order; a resumed run starts with the parts already staged.
         staged = sorted(self.staging.glob("part-*.csv"), key=lambda part: part.stat().st_mtime_ns)
@@ -183,6 +244,8 @@ class CsvSink(StagedSink):
         return self.options.get("delimiter", ",")
 
     def _publish(self) -> None:
+        if self.path.is_dir():  # swapping the file in would delete the folder and all it holds
+            raise SinkError(_folder_there(self.path))
         # Parts are read back with csv.reader, whose default limit (128 KiB a field) would fail
         # the run on a long value that the writer took without complaint.
         csv.field_size_limit(max(csv.field_size_limit(), _FIELD_LIMIT))

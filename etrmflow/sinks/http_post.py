@@ -136,6 +136,12 @@ class HttpPostSink(Sink):
     def describe(self) -> str:
         return f"http {self.connector} POST {self.path}"
 
+    @property
+    def request_retries(self) -> int:
+        """POSTs this sink sent again after a failed attempt (the run's ``counts.sink_retries``)."""
+        counters = getattr(self._transport, "counters", None)
+        return int(getattr(counters, "retries", 0))
+
     def open(self, context: SinkContext) -> None:
         super().open(context)
         found = context.connectors.get(self.connector)

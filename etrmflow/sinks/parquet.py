@@ -10,15 +10,19 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from etrmflow.components import BatchInfo, SinkContext
 from etrmflow.errors import SinkError
 from etrmflow.sinks.common import (
     NESTED_TYPES,
+    all_missing,
     column_values,
     decimal_cells,
+    decimal_scale,
     decimal_specs,
+    exact_decimals,
     lineage,
     ordered_columns,
     resolve_path,
@@ -26,7 +30,16 @@ from etrmflow.sinks.common import (
     utc_now_iso,
 )
 from etrmflow.sinks.files import StagedSink
+from etrmflow.sinks.parquet_schema import (
+    MAX_DECIMAL_DIGITS,
+    needs_rewrite,
+    part_schema,
+    remove_rewrites,
+    rewrite,
+    unified_schema,
+)
 from etrmflow.sinks.partitions import (
+    partition_folders,
     publish_partitions,
     publish_parts,
     restore_replaced,
@@ -74,6 +87,24 @@ def _conform(array: pa.Array, declared: str | None) -> pa.Array:
     return array
 
 
+def _undeclared_column(name: str, series: pd.Series) -> pa.Array | None:
+    """A column the contract does not declare, where its values decide: none at all is Arrow
+    ``null`` (publishing gives it the other parts' type), computed money exact decimals."""
+    import pyarrow as pa
+
+    if all_missing(series):
+        return pa.nulls(len(series))
+    exact = exact_decimals(series)
+    if exact is None:
+        return None
+    digits, scale = decimal_scale(exact)
+    if digits + scale > MAX_DECIMAL_DIGITS:
+        raise ValueError(f"column {name} holds decimals that need {digits} digits before the point and "
+                         f"{scale} after it, more than Parquet's decimal128 holds ({MAX_DECIMAL_DIGITS}); "
+                         f"declare the column in the contract (x-etrmflow-decimal) or round it in a step")
+    return pa.array(exact, pa.decimal128(MAX_DECIMAL_DIGITS, scale))  # the part's scale; widened at publish
+
+
 def _arrow_column(series: pd.Series | None, declared: str | None, rows: int) -> pa.Array:
     import pyarrow as pa
 
@@ -109,6 +140,8 @@ def arrow_table(frame: pd.DataFrame, contract: dict[str, str], stamps: dict[str,
             columns[name] = pa.array([stamps[name]] * len(frame), pa.string())
         elif name in decimals:
             columns[name] = _decimal_column(series, decimals[name], len(frame))
+        elif name not in contract and series is not None and (found := _undeclared_column(name, series)) is not None:
+            columns[name] = found
         else:
             columns[name] = _arrow_column(series, contract.get(name), len(frame))
     return pa.table(columns)
@@ -186,6 +219,44 @@ class ParquetSink(StagedSink):
         if self.options.get("partition_by"):
             details.insert(0, f"partitioned by {', '.join(self.options['partition_by'])}")
         return f"parquet {self.options['path']} ({', '.join(details)})"
+
+    def close(self, ok: bool) -> None:
+        staging = getattr(self, "staging", None)
+        if ok and staging is not None and staging.exists():
+            self._unify_parts()  # raises before anything is published; the staging folder stays
+        super().close(ok)
+
+    def _unify_parts(self) -> None:
+        """Give every part the published folder will hold one schema (see
+        ``etrmflow.sinks.parquet_schema``): this run's staged parts, then the parts it keeps."""
+        contract = self.context.contract
+        staged = sorted(self.staging.rglob("part-*.parquet"))
+        kept = self._kept_parts(staged)
+        remove_rewrites(self.staging)
+        if kept:
+            remove_rewrites(self.path)
+        advice = (f"declare the field in contract '{contract.name}' (a type every page is checked against) "
+                  f"or convert it with a cast step; nothing was published, {self.path} is as it was")
+        types = contract.column_types()
+        unified, schemas = unified_schema([*staged, *kept], lambda names: [
+            c for c in ordered_columns(types, names) if c in names], advice)
+        for part, schema in schemas.items():
+            wanted = part_schema(unified, part, self.staging if part.is_relative_to(self.staging) else self.path)
+            if needs_rewrite(schema, wanted):
+                rewrite(part, wanted, self.options.get("compression", "zstd"), advice)
+
+    def _kept_parts(self, staged: list[Path]) -> list[Path]:
+        """Published parts that stay next to this run's: in append mode those no staged part
+        replaces, in replace_partition mode those of partitions this run did not write."""
+        if self.mode == "replace" or not self.path.is_dir():
+            return []
+        published = sorted(self.path.rglob("part-*.parquet"))
+        if self.mode == "append":
+            replaced = {part.relative_to(self.staging) for part in staged}
+            return [part for part in published if part.relative_to(self.path) not in replaced]
+        depth = len(self.options["partition_by"])
+        written = {folder.parts for folder in partition_folders(self.staging, depth)}
+        return [part for part in published if part.relative_to(self.path).parts[:depth] not in written]
 
     def _publish(self) -> None:
         if self.mode == "append":

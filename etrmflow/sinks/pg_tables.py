@@ -20,6 +20,7 @@ from etrmflow.sinks.common import (
     column_values,
     decimal_cells,
     decimal_text,
+    exact_decimals,
     exact_float,
     is_missing,
 )
@@ -53,7 +54,10 @@ def _datetime_type(series: pd.Series) -> str:
 
 
 def frame_type(series: pd.Series) -> str:
-    """The column type for a frame column that the contract does not declare."""
+    """The column type for a frame column that the contract does not declare (one without a
+    value waits for a batch that has one: see ``TableSink._waits_for_values``)."""
+    if exact_decimals(series) is not None:
+        return "numeric"  # unconstrained numeric: every digit of computed money, exactly
     kind = series.dtype.kind
     if kind == "M":
         return _datetime_type(series)
@@ -71,7 +75,7 @@ def frame_type(series: pd.Series) -> str:
     if isinstance(first, float):
         return "double precision"
     if isinstance(first, decimal.Decimal):
-        return "numeric"  # unconstrained numeric: every digit, exactly
+        return "numeric"
     if isinstance(first, (dict, list, tuple)):
         return "jsonb"
     if hasattr(first, "tzinfo") and hasattr(first, "hour"):
@@ -103,6 +107,9 @@ def cells(series: pd.Series, column_type: str, spec: DecimalSpec | None) -> list
         return [decimal_text(v) for v in values]
     if column_type in ("jsonb", "json"):
         return column_values(series, as_json=True)
+    exact = exact_decimals(series) if column_type == "text" else None
+    if exact is not None:  # Decimals in a text column (made before): their digits, not a float's
+        return [decimal_text(v) for v in exact]
     if column_type.startswith("numeric"):
         return [None if is_missing(v) else _exact_number(v) for v in series.tolist()]
     if column_type.startswith("timestamp") and series.dtype.kind == "M":

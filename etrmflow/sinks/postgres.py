@@ -203,7 +203,7 @@ class PostgresSink(TableSink):
                 wanted[name] = LINEAGE_TYPES[name]
             elif name in self._types:
                 wanted[name] = declared_type(self._types[name], self._decimals.get(name), series)
-            elif series is not None:
+            elif series is not None and not self._waits_for_values(name, series):
                 wanted[name] = frame_type(series)
         return wanted
 

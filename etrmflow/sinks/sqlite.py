@@ -14,8 +14,11 @@ from etrmflow.sinks.common import (
     NESTED_TYPES,
     column_values,
     decimal_cells,
+    decimal_text,
     decimal_texts,
+    exact_decimals,
     exact_float,
+    exact_texts,
     is_missing,
     lineage,
     ordered_columns,
@@ -47,7 +50,9 @@ _SQL_TYPES = {"integer": "INTEGER", "number": "REAL", "boolean": "INTEGER", "str
 # has TEXT and no INT), so '40.50' stays as written, where NUMERIC or DECIMAL(p,s) would turn
 # numeric text into a double. p and s show in PRAGMA table_info; see docs/contracts.md for
 # reading the column back as Decimals and sorting it.
+# A column of Decimals the contract does not declare (a step computed money) is DECIMAL_TEXT.
 _DECIMAL_TYPE = "DECIMAL_TEXT({precision},{scale})"
+_UNDECLARED_DECIMAL = "DECIMAL_TEXT"
 
 
 def _q(name: str) -> str:
@@ -56,7 +61,10 @@ def _q(name: str) -> str:
 
 
 def _sql_type_of(series: pd.Series) -> str:
-    """A column type for a frame column the contract does not declare."""
+    """A column type for a frame column the contract does not declare: money a step computed
+    (Decimals) is exact text, like a declared decimal."""
+    if exact_decimals(series) is not None:
+        return _UNDECLARED_DECIMAL
     kind = series.dtype.kind
     if kind in "biu":
         return "INTEGER"
@@ -253,10 +261,11 @@ class SqliteSink(TableSink):
 
     def _wanted(self, frame: pd.DataFrame | None) -> dict[str, str]:
         """Column name -> SQL type for the contract, the frame's extras and lineage."""
-        names = ordered_columns(self._types, [] if frame is None else [str(c) for c in frame.columns])
         present = {} if frame is None else {str(c): c for c in frame.columns}
-        return {c: self._declared_type(c) if c in self._types else
-                "TEXT" if c in LINEAGE_COLUMNS else _sql_type_of(frame[present[c]])
+        names = [c for c in ordered_columns(self._types, list(present))
+                 if c not in present or not self._waits_for_values(c, frame[present[c]])]
+        return {c: self._declared_type(c) if c in self._types else "TEXT" if c in LINEAGE_COLUMNS else
+                self._columns.get(c) or _sql_type_of(frame[present[c]])
                 for c in names}
 
     def _declared_type(self, column: str) -> str:
@@ -351,11 +360,18 @@ class SqliteSink(TableSink):
             elif column in self._decimals and column in present:
                 cells.append(self._decimal_values(column, frame[present[column]]))
             elif column in present:
-                values = column_values(frame[present[column]], as_json=column in nested)
-                cells.append(self._as_declared(column, values))
+                cells.append(self._values(column, frame[present[column]], column in nested))
             else:
                 cells.append([None] * len(frame))
         return zip(*cells)
+
+    def _values(self, column: str, series: pd.Series, nested: bool) -> list[Any]:
+        declared = "" if column in self._types else self._columns.get(column, "")  # undeclared: by value
+        if declared.upper().startswith(_UNDECLARED_DECIMAL):
+            return exact_texts(series, column)
+        exact = exact_decimals(series) if declared == "TEXT" else None  # Decimals in a text column
+        return self._as_declared(column, column_values(series, as_json=nested)) if exact is None else \
+            [decimal_text(v) for v in exact]
 
     def _decimal_values(self, column: str, series: pd.Series) -> list[Any]:
         if "TEXT" in self._columns.get(column, "").upper():

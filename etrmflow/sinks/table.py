@@ -3,11 +3,14 @@ and the checks that a mode has what it needs (a key to upsert on, columns to par
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from etrmflow.components import Sink, SinkContext
 from etrmflow.errors import SinkError
-from etrmflow.sinks.common import decimal_specs
+from etrmflow.sinks.common import LINEAGE_COLUMNS, all_missing, decimal_specs
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]*$"
 MODES = ("upsert", "append", "replace", "replace_partition")
@@ -68,6 +71,17 @@ class TableSink(Sink):
         if self.partition_by and self.mode == "replace_partition":
             detail += f", partitions {', '.join(self.partition_by)}"
         return detail
+
+    def _undeclared(self, column: str) -> bool:
+        """A column typed by its values: neither the contract's, nor lineage, key or partition."""
+        return (column not in self._types and column not in LINEAGE_COLUMNS and column not in self.key
+                and column not in self.partition_by)
+
+    def _waits_for_values(self, column: str, series: pd.Series) -> bool:
+        """An undeclared column the table lacks, without a value in this batch: it is added by
+        the first batch that has one, typed by those values (a first page without fees would
+        otherwise make a money column text). Nothing is lost: every value so far is empty."""
+        return column not in self._columns and self._undeclared(column) and all_missing(series)
 
     def _check_options(self) -> None:
         if self.mode == "upsert" and not self.key:

@@ -41,7 +41,7 @@ def valid_trades(vendor: ThreadedSandbox) -> list[dict[str, Any]]:
     return [trade(i, seed) for i in range(vendor.config.trades) if not is_invalid_trade(i, seed)]
 
 
-def expected_vwaps(vendor: ThreadedSandbox) -> dict[tuple[str, str], tuple[float, float, int]]:
+def expected_vwaps(vendor: ThreadedSandbox) -> dict[tuple[str, str], tuple[D, D, int]]:
     """Worked out here with Decimal arithmetic: the latest trade of each counterparty (by
     updated_at; a tie goes to the later one), then per product and currency the VWAP rounded half
     to even to 6 decimals, the total volume and the count."""
@@ -59,14 +59,15 @@ def expected_vwaps(vendor: ThreadedSandbox) -> dict[tuple[str, str], tuple[float
         for key, rows in groups.items():
             volume = sum(v for _, v in rows)
             vwap = (sum(p * v for p, v in rows) / volume).quantize(D("0.000001"))
-            out[key] = (float(vwap), float(volume), len(rows))
+            out[key] = (vwap, volume, len(rows))
     return out
 
 
-def vwap_table(project: EtrmflowProject) -> dict[tuple[str, str], tuple[float, float, int]]:
+def vwap_table(project: EtrmflowProject) -> dict[tuple[str, str], tuple[D, D, int]]:
     rows = project.query("SELECT product_code, currency, vwap, total_volume, trade_count, average_price FROM vwap")
     assert all(row[2] == row[5] for row in rows), "the step after vwap ran on its output"
-    return {(p, c): (vwap, volume, count) for p, c, vwap, volume, count, _ in rows}
+    assert all(type(row[2]) is type(row[3]) is str for row in rows), "Decimals are stored as exact text"
+    return {(p, c): (D(vwap), D(volume), count) for p, c, vwap, volume, count, _ in rows}
 
 
 def test_dedupe_and_vwap_load_the_worked_out_averages_and_a_rerun_adds_nothing(
@@ -245,7 +246,7 @@ def test_a_reconciliation_counts_its_breaks_in_the_run_results_and_the_log(
     assert {k for k, r in rows.items() if r["status"] == "break"} == {
         trades[0]["trade_id"], trades[1]["trade_id"], trades[2]["trade_id"], "INTERNAL-ONLY-1"}
     assert rows[trades[2]["trade_id"]]["reason"] == "price_mismatch"
-    assert rows[trades[2]["trade_id"]]["price_diff"] == -0.05
+    assert rows[trades[2]["trade_id"]]["price_diff"] == "-0.05"  # a difference of Decimals: exact text
     assert rows["INTERNAL-ONLY-1"]["reason"] == "missing_in_broker"
     assert (f"reconcile broker vs internal (reference/internal.csv): {len(trades) + 1} key(s), "
             f"{len(trades) - 3} matched, 4 break(s) (missing_in_broker 1, missing_in_internal 2, "
