@@ -2,6 +2,8 @@
 
 A paginator never stops silently on a response that contradicts itself: a cursor or link seen
 before, a walk past ``max_pages``, or a short page before a known total are PaginationErrors.
+(A page the vendor sends twice, whatever the paginator, is refused where pages are committed:
+see ``etrmflow.engine.resume.RepeatGuard``.)
 """
 
 from __future__ import annotations
@@ -45,6 +47,10 @@ class _Walk(Paginator):
     def follow(self, request: Request, response: Response, records: list[Any]) -> Request | None:
         """The request for the page after this one, or None at the end."""
         raise NotImplementedError
+
+    def no_data(self, request: Request) -> None:
+        """A ``no_data`` response rule answered ``request``: the walk ends there, as at an empty
+        page. A paginator that was told a count the walk has not reached refuses instead."""
 
 
 def _truthy(flag: Any) -> bool:
@@ -102,6 +108,8 @@ class PageNumber(_Walk):
         self.start = options.get("start", 1)
         self.has_more = compile_path(options["has_more"]) if "has_more" in options else None
         self.total_pages = compile_path(options["total_pages"]) if "total_pages" in options else None
+        self.announced: tuple[int, Any] | None = None
+        """(last page number, total as sent) from the latest total_pages the vendor sent."""
 
     def first(self, request: Request) -> Request:
         request.params[self.param] = self.start
@@ -126,6 +134,7 @@ class PageNumber(_Walk):
             if total is MISSING:
                 raise PaginationError(f"total_pages path {self.options['total_pages']} not found in the response")
             last = _number(total, "total_pages") + self.start - 1
+            self.announced = (last, total)
             if page < last and not records:
                 raise PaginationError(f"page {page} is empty but the vendor reports {total} pages")
             return page < last
@@ -133,6 +142,14 @@ class PageNumber(_Walk):
 
     def _empty_page_with_more(self) -> bool:
         raise PaginationError("an empty page says more pages follow: refusing to loop")
+
+    def no_data(self, request: Request) -> None:
+        # A has_more flag is often only "this page was full", so no_data after it is the empty
+        # last page; a page count is a promise, and ending before it would lose pages.
+        page = request.params[self.param]
+        if self.announced is not None and page <= self.announced[0]:
+            raise PaginationError(f"page {page} answered with a no_data response rule but the vendor reported "
+                                  f"{self.announced[1]} pages: refusing to end the walk short")
 
 
 class Offset(_Walk):
@@ -164,6 +181,8 @@ class Offset(_Walk):
         self.limit = options.get("limit", 100)
         self.start = options.get("start", 0)
         self.total = compile_path(options["total"]) if "total" in options else None
+        self.announced: int | None = None
+        """The latest total record count the vendor sent."""
 
     def first(self, request: Request) -> Request:
         request.params[self.offset_param] = self.start
@@ -176,7 +195,7 @@ class Offset(_Walk):
             total = extract(response.body, self.total)
             if total is MISSING:
                 raise PaginationError(f"total path {self.options['total']} not found in the response")
-            total_count = _number(total, "total")
+            total_count = self.announced = _number(total, "total")
             if reached >= total_count:
                 return None
             if not records:
@@ -186,6 +205,12 @@ class Offset(_Walk):
         following = request.copy()
         following.params[self.offset_param] = reached
         return following
+
+    def no_data(self, request: Request) -> None:
+        offset = request.params[self.offset_param]
+        if self.announced is not None and offset < self.announced:
+            raise PaginationError(f"offset {offset} answered with a no_data response rule but the vendor reported "
+                                  f"{self.announced} records: refusing to end the walk short")
 
 
 class Cursor(_Walk):

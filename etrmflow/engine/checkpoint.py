@@ -12,10 +12,12 @@ query parameters a vendor echoes into a next link are dropped (auth adds them ag
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
 import os
+import sqlite3
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -24,13 +26,14 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from etrmflow.components import Request
 from etrmflow.plan import PipelinePlan
 from etrmflow.secrets import SENSITIVE_PARAMS, redact
+from etrmflow.steps.tables import quoted
 
 STATE_VERSION = 1
 
 
 def plan_fingerprint(pipeline: PipelinePlan, project_root: str | Path = ".") -> str:
     """Changes when anything that decides what is fetched or written changes: the pipeline's
-    plan, and the content of the reference files its steps and validators read."""
+    plan, and the content of the reference files and tables its steps and validators read."""
     identity = {"plan": asdict(pipeline), "reference_files": reference_file_hashes(pipeline, project_root)}
     text = json.dumps(identity, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
@@ -38,19 +41,48 @@ def plan_fingerprint(pipeline: PipelinePlan, project_root: str | Path = ".") -> 
 
 def reference_file_hashes(pipeline: PipelinePlan, project_root: str | Path) -> dict[str, str | None]:
     """SHA-256 of each ``file`` option of the pipeline's transforms and contract validators (the
-    CSV a join, reconcile or reference-data check reads), by option path; None if it is missing.
-    A resumed run must look up what the interrupted run looked up, or its early and late pages
-    disagree. (An SQLite ``database`` is not hashed: it may be the very file the sinks write.)"""
+    CSV a join, reconcile or reference-data check reads), and of the content of each SQLite
+    ``table`` of a ``database`` option (the same steps' and checks' other source), by option
+    path; None if it is missing. A resumed run must look up what the interrupted run looked
+    up, or its early and late pages disagree. Of a database, only the table read is hashed:
+    the file may be the one the sinks write, and their tables change as the run goes."""
     components = {**{f"transforms[{i}]": c for i, c in enumerate(pipeline.transforms)},
                   **{f"validators[{i}]": c for i, c in enumerate(pipeline.contract.validators)}}
     hashes: dict[str, str | None] = {}
     for where, component in components.items():
-        raw = component.options.get("file")
-        if isinstance(raw, str):
-            path = Path(raw).expanduser()
-            path = path if path.is_absolute() else Path(project_root) / path
-            hashes[f"{where}.file"] = _sha256(path)
+        options = component.options
+        if isinstance(options.get("file"), str):
+            hashes[f"{where}.file"] = _sha256(_in_project(options["file"], project_root))
+        if isinstance(options.get("database"), str) and isinstance(options.get("table"), str):
+            hashes[f"{where}.database"] = _table_sha256(_in_project(options["database"], project_root),
+                                                        options["table"])
     return hashes
+
+
+def _in_project(raw: str, project_root: str | Path) -> Path:
+    path = Path(raw).expanduser()
+    return path if path.is_absolute() else Path(project_root) / path
+
+
+def _table_sha256(path: Path, table: str) -> str | None:
+    """SHA-256 of the table's (or view's) column names and rows, sorted by every column so that
+    the physical order (a VACUUM) does not count; None if the file or the table is missing or
+    unreadable (the step or check that reads it says why)."""
+    if not path.is_file():  # opened read-only: a wrong path must not create an empty database
+        return None
+    digest = hashlib.sha256()
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
+            columns = [row[1] for row in db.execute(f"PRAGMA table_info({quoted(table)})")]
+            if not columns:
+                return None
+            digest.update(json.dumps(columns).encode())
+            order = ", ".join(str(position) for position in range(1, len(columns) + 1))
+            for row in db.execute(f"SELECT * FROM {quoted(table)} ORDER BY {order}"):
+                digest.update(repr(row).encode())  # repr tells 1 from 1.0 from '1', and b'' from ''
+    except sqlite3.Error:
+        return None
+    return digest.hexdigest()
 
 
 def _sha256(path: Path) -> str | None:
@@ -89,6 +121,8 @@ class Checkpoint:
     def __init__(self, target_dir: str | Path, pipeline: PipelinePlan, project_root: str | Path = ".") -> None:
         self.path = Path(target_dir) / "state" / f"{pipeline.name}.json"
         self._pipeline, self._project_root = pipeline, project_root
+        self.resumed: dict[str, Any] | None = None
+        """The state this run resumes from (set by ``starting_point``); None for a fresh run."""
 
     @functools.cached_property
     def fingerprint(self) -> str:
@@ -105,10 +139,14 @@ class Checkpoint:
         return state if state.get("state_version") == STATE_VERSION else None
 
     def save(self, *, run_id: str, next_request: Request | None, pages_done: int, offset: int,
-             window: int | None = None, window_label: str | None = None) -> None:
+             window: int | None = None, window_label: str | None = None,
+             recent_pages: list[tuple[int, str]] | None = None) -> None:
+        """``recent_pages``: (page index, body SHA-256) of the walk's latest pages, so a resumed
+        run still refuses a page the vendor repeats (see ``etrmflow.engine.resume.RepeatGuard``)."""
         state = {"state_version": STATE_VERSION, "fingerprint": self.fingerprint, "run_id": run_id,
                  "pages_done": pages_done, "offset": offset, "window": window, "window_label": window_label,
-                 "next_request": request_to_dict(next_request) if next_request else None}
+                 "next_request": request_to_dict(next_request) if next_request else None,
+                 "recent_pages": [list(page) for page in recent_pages or ()]}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         temporary = self.path.with_suffix(".json.tmp")
         with temporary.open("w", encoding="utf-8") as handle:

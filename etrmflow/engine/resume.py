@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections import deque
 from typing import Any
 
 from etrmflow.audit import AuditLog, events
@@ -10,7 +11,8 @@ from etrmflow.audit.bodies import BodyStore, Kept
 from etrmflow.components import Page
 from etrmflow.engine.checkpoint import Checkpoint, request_from_dict
 from etrmflow.engine.processing import PageOutcome, PageProcessor, batch_id
-from etrmflow.errors import EtrmflowError, RunFailed
+from etrmflow.errors import EtrmflowError, PaginationError, RunFailed
+from etrmflow.plan import ComponentPlan
 from etrmflow.results import PipelineResult
 
 log = logging.getLogger("etrmflow.run")
@@ -36,10 +38,12 @@ def starting_point(checkpoint: Checkpoint, options: Any, result: PipelineResult)
         return None
     if state["fingerprint"] != checkpoint.fingerprint:
         raise ResumeError(f"{result.name} changed since run {state['run_id']} stopped (its files, or a reference "
-                          f"file its steps or validators read), so it cannot be resumed; "
-                          f"run it without --resume to start over (idempotent sinks add no duplicates)")
+                          f"file its steps or validators read, or a table of a reference database they read), "
+                          f"so it cannot be resumed; run it without --resume to start over (idempotent sinks "
+                          f"add no duplicates), or put the reference data back as it was")
     result.run_id = state["run_id"]
     result.resumed_from_page = state["pages_done"]
+    checkpoint.resumed = state
     log.info("resuming %s (run %s) after %d page(s)", result.name, state["run_id"], state["pages_done"])
     following = state["next_request"]
     return {"request": request_from_dict(following) if following else None,
@@ -61,8 +65,10 @@ class Committer:
         self.bodies = bodies
         self.sink_events = sink_events(processor)
         self._warned_no_body = False
+        self.repeats = RepeatGuard(processor.plan.stream.paginator, checkpoint.resumed)
 
     def commit(self, page: Page) -> PageOutcome:
+        self.repeats.check(page)  # before anything of the page is kept or written
         fetched = events.page_fetched(page, self._keep_body(page))
         try:
             outcome = self.processor.process(page)
@@ -77,7 +83,7 @@ class Committer:
             batch, outcome, self.processor.dead_letter.describe(), self.sink_events, fields)])
         self.checkpoint.save(run_id=self.run_id, next_request=page.next_request, pages_done=page.index + 1,
                              offset=page.offset + len(page.records), window=page.window,
-                             window_label=page.partition or None)
+                             window_label=page.partition or None, recent_pages=self.repeats.recent())
         return outcome
 
     def _stored_letters(self, page: Page) -> list[events.Event]:
@@ -101,6 +107,65 @@ class Committer:
     def _audit(self, entries: list[events.Event]) -> None:
         if self.audit is not None:
             self.audit.append(run_id=self.run_id, pipeline=self.processor.plan.name, events=entries)
+
+
+REMEMBERED_PAGES = 32
+"""How many of a walk's latest pages a checkpoint remembers for ``RepeatGuard``: a vendor that
+ignores the page parameter repeats the page just before, which a resumed run must still see."""
+_PAGE_PARAMETER = {"page_number": ("page number", "param", "page"), "offset": ("offset", "offset_param", "offset"),
+                   "cursor": ("cursor", "param", "cursor")}
+
+
+class RepeatGuard:
+    """Refuses a page whose body is byte for byte a page the vendor already sent in this walk
+    (one date window). Different requests answered with the same page mean the vendor ignores
+    what changed between them, typically a page parameter it does not know: the walk would load
+    that page again and again (append sinks: the same rows again) until ``max_pages``, or end
+    on a page count having loaded one page many times. Two pages with identical bodies cannot
+    hold different records, so a legitimate walk never trips it. Empty pages are never refused:
+    they add nothing, and the paginators judge them.
+
+    Only hashes are kept: every page hash of the walk in memory (about 200 bytes a page), the
+    latest ``REMEMBERED_PAGES`` in the checkpoint for a resumed run."""
+
+    def __init__(self, paginator: ComponentPlan, resumed: dict[str, Any] | None = None) -> None:
+        self.paginator = paginator
+        self.window: int | None = resumed.get("window") if resumed else None
+        remembered = [(int(index), str(sha)) for index, sha in (resumed or {}).get("recent_pages") or ()]
+        self.seen: dict[str, int] = {sha: index for index, sha in remembered}
+        self.latest: deque[tuple[int, str]] = deque(remembered, maxlen=REMEMBERED_PAGES)
+
+    def check(self, page: Page) -> None:
+        if page.window != self.window:  # a new date window is a new walk
+            self.window, self.seen = page.window, {}
+            self.latest.clear()
+        if not page.records or not page.sha256:
+            return
+        earlier = self.seen.get(page.sha256)
+        if earlier is not None:
+            raise PaginationError(self._message(page, earlier), url=page.url, status=page.status)
+        self.seen[page.sha256] = page.index
+        self.latest.append((page.index, page.sha256))
+
+    def recent(self) -> list[tuple[int, str]]:
+        return list(self.latest)
+
+    def _message(self, page: Page, earlier: int) -> str:
+        where = f" of date window {page.window + 1} ({page.partition})" if page.window is not None else ""
+        return (f"stream {page.connector}.{page.stream}: page {page.index + 1}{where} ({page.method} {page.url}) is "
+                f"byte for byte the same as page {earlier + 1}: the vendor sent a page of this walk again, so the "
+                f"walk goes round in circles (a vendor that ignores the paging parameter sends the same page every "
+                f"time); {self._hint()}. The repeated page was not written")
+
+    def _hint(self) -> str:
+        kind, options = self.paginator.type, self.paginator.options
+        if kind in _PAGE_PARAMETER:
+            what, key, default = _PAGE_PARAMETER[kind]
+            return (f"the {kind} paginator sends the {what} in the query parameter {options.get(key, default)!r} "
+                    f"(its {key}: option): check in the vendor's API documentation that this is the name it reads")
+        if kind == "next_link":
+            return "its next links lead back to pages already read: check the paginator's path: and rel: options"
+        return f"check the stream's paginator ({kind}) against the vendor's API documentation"
 
 
 def sink_events(processor: PageProcessor) -> dict[str, str]:
