@@ -317,6 +317,10 @@ class Paginator(Component):
         """Names this paginator offers to request-time templates (e.g. ``cursor``)."""
         return {}
 
+    def no_data(self, request: Request) -> None:
+        """A ``no_data`` rule answered ``request``: the walk ends, as at an empty last page.
+        Raise ``PaginationError`` if the vendor announced more pages (a total not reached)."""
+
 
 class HttpClient:
     """What auth components may call: send a request (secrets resolved at the last moment)."""
@@ -375,12 +379,10 @@ class Page:
     """The id of the request that fetched the page (its retries share it): in the log lines
     about the request, its ``X-Request-ID`` header and the page's audit entry."""
     body: bytes | None = field(default=None, repr=False, compare=False)
-    """The raw response body, only when the run keeps bodies (``Transport.keep_bodies``);
-    otherwise None, so pages in flight hold their records only."""
+    """The raw body when the run keeps bodies (``Transport.keep_bodies``), else None (pages in flight hold records)."""
     holds_secret: bool | None = None
-    """Whether the raw body holds a secret value the run resolved (``secrets.REDACTOR.found_in``):
-    False lets the engine skip looking for one in the records; None (a transport that did not
-    look) makes it look."""
+    """Whether the raw body holds a resolved secret (``secrets.REDACTOR.in_body``); None, when
+    the transport did not look, makes the engine look in the records."""
 
 
 class Transport(Component):
@@ -395,5 +397,4 @@ class Transport(Component):
 
     kind = Kind.TRANSPORT
     keep_bodies: bool = False
-    """Set by the runner when the run keeps raw bodies (``etrmflow run --keep-bodies``): pages
-    then carry their raw response body in ``Page.body``."""
+    """Set by the runner under ``etrmflow run --keep-bodies``: pages then carry their raw body in ``Page.body``."""

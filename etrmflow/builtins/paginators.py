@@ -48,10 +48,6 @@ class _Walk(Paginator):
         """The request for the page after this one, or None at the end."""
         raise NotImplementedError
 
-    def no_data(self, request: Request) -> None:
-        """A ``no_data`` response rule answered ``request``: the walk ends there, as at an empty
-        page. A paginator that was told a count the walk has not reached refuses instead."""
-
 
 def _truthy(flag: Any) -> bool:
     """A has-more flag; vendors send booleans, 0/1 or the strings "true"/"false"."""

@@ -177,9 +177,7 @@ class HttpTransport(Transport):
             raw, body, attempts = await self.fetch(self._render(request, context), stream, correlation)
             if body is NO_DATA:  # the vendor says there is nothing (more) here: an empty last page
                 records, following = [], None
-                ending = getattr(paginator, "no_data", None)  # unless it was told more pages follow
-                if ending is not None:
-                    ending(request)
+                paginator.no_data(request)  # unless it was told more pages follow
             else:
                 records = records_at(body, records_path, stream.records, raw,
                                      one_object=stream.paginator.type == "single")
