@@ -8,7 +8,10 @@ validation and load as a different amount. So a body that may hold such a number
 tell: its digits and points have a run of 16) is read again exactly:
 
 * an integer is a Python ``int``, however long;
-* a float whose shortest ``repr`` is the same decimal as the text stays a plain ``float``;
+* a float whose shortest ``repr`` is the same decimal as the text stays a plain ``float``, and
+  so does a double printed with 17 significant digits (``40.450000000000003``: what C's
+  ``%.17g``, .NET's "R" and PostgreSQL before 12 write for the double ``40.45``), which a
+  vendor whose numbers are doubles means as that double;
 * any other float is a ``JsonNumber``: the nearest double, still a ``float`` for arithmetic
   and plain ``number`` fields, whose ``repr`` is the vendor's text, so the exact-decimal
   check (``x-etrmflow-decimal``) sees every digit and quarantines what it cannot hold.
@@ -19,13 +22,14 @@ unlike orjson, accepts integers beyond 64 bits. A leaf module: it imports nothin
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any, Self
 
 import orjson
 
-__all__ = ["JsonNumber", "dumps", "loads"]
+__all__ = ["JsonNumber", "dumps", "loads", "pretty"]
 
 _DIGITS_AND_POINTS = bytes(0x30 if chr(byte) in "0123456789." else 0x20 for byte in range(256))
 _LONG_NUMBER = b"0" * 16
@@ -62,10 +66,23 @@ class JsonNumber(float):
         number = Decimal(self.text)
         return number.is_finite() and number == number.to_integral_value()
 
+    # The integer part of the text: int(12345678901234567.0) is ...567, not the double's ...568.
+    def __int__(self) -> int:
+        return int(Decimal(self.text))
+
+    __trunc__ = __int__
+
+    def __floor__(self) -> int:
+        return math.floor(Decimal(self.text))
+
+    def __ceil__(self) -> int:
+        return math.ceil(Decimal(self.text))
+
 
 def _read_float(text: str) -> float:
     number = float(text)
-    if Decimal(repr(number)) == Decimal(text):
+    written = Decimal(text)
+    if written == Decimal(repr(number)) or written == Decimal(f"{number:.17g}"):
         return number
     return JsonNumber(text)
 
@@ -73,7 +90,8 @@ def _read_float(text: str) -> float:
 def loads(data: bytes | str) -> Any:
     """Decode JSON; orjson's speed unless the text may hold a number orjson would change.
 
-    Raises ``orjson.JSONDecodeError`` (a ``ValueError``) for text that is not JSON.
+    Raises ``orjson.JSONDecodeError`` (a ``ValueError``) for text that is not JSON, and a
+    ``ValueError`` for text nested too deeply to be read exactly.
     """
     value = orjson.loads(data)  # also the judge of well-formedness
     raw = data.encode() if isinstance(data, str) else data
@@ -85,7 +103,11 @@ def loads(data: bytes | str) -> Any:
 def _exact(raw: bytes) -> Any:
     import json  # only for the rare body with a long number
 
-    return json.loads(raw, parse_float=_read_float)
+    try:
+        return json.loads(raw, parse_float=_read_float)
+    except RecursionError:  # orjson reads 1,023 levels; Python's json fewer, less what the caller's stack uses
+        raise ValueError("the JSON is nested too deeply to read its long numbers exactly (about a thousand "
+                         "levels of arrays or objects)") from None
 
 
 def dumps(value: Any, *, option: int = 0, default: Callable[[Any], Any] | None = None) -> bytes:
@@ -106,6 +128,12 @@ def dumps(value: Any, *, option: int = 0, default: Callable[[Any], Any] | None =
         if "64-bit" not in str(error):
             raise
         return orjson.dumps(_long_integers_as_text(value), default=fallback, option=option)
+
+
+def pretty(value: Any) -> str:
+    """Indented JSON for people (``dlq show``, ``lineage --format json``): every digit as sent;
+    what JSON has no type for (a Decimal, a date) as its text."""
+    return dumps(value, option=orjson.OPT_INDENT_2, default=str).decode()
 
 
 def _long_integers_as_text(value: Any) -> Any:

@@ -66,9 +66,12 @@ class Redactor:
         return None if b"\\" in body and b"\\u" in body else False
 
     def masked(self, value: Any) -> Any:
-        """A copy of a decoded JSON value with every secret masked in its strings and keys."""
+        """A copy of a decoded JSON value with every secret masked in its strings and keys, and
+        a number that spells one (a numeric API key echoed as a number) replaced by the mask."""
         if isinstance(value, str):
             return self.redact(value)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return MASK if self.redact(repr(value)) != repr(value) else value
         if isinstance(value, dict):
             return {self.masked(key): self.masked(item) for key, item in value.items()}
         if isinstance(value, list):

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
+from etrmflow import jsontext
 from etrmflow.cli.commands import load
 from etrmflow.cli.main import State, cli, write_json
 from etrmflow.compile import compile_plan
@@ -69,7 +69,7 @@ def list_command(state: State, pipeline: Path, status: str, output: str, vars_te
     where, letters = _letters(plan, compiled)
     rows = [row(letter, compiled.contract.primary_key) for letter in select(letters, status)]
     if output == "json":
-        click.echo(json.dumps(rows, indent=2, default=str))
+        click.echo(jsontext.pretty(rows))
     else:
         if rows:
             click.echo(table(rows))
@@ -100,7 +100,7 @@ def show(state: State, pipeline: Path, record_hash_prefix: str, vars_text: str |
                                  f"({', '.join(r[:16] for r in records[:5])}...); give more characters",
                                  param_hint="RECORD_HASH_PREFIX")
     shown = [letter.as_dict() for letter in found]
-    click.echo(json.dumps(shown[0] if len(shown) == 1 else shown, indent=2, ensure_ascii=False, default=str))
+    click.echo(jsontext.pretty(shown[0] if len(shown) == 1 else shown))
     return ExitCode.OK
 
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
+from etrmflow import jsontext
 from etrmflow.cli.commands import load
 from etrmflow.cli.main import State, cli
 from etrmflow.compile import compile_plan
@@ -43,7 +43,7 @@ def lineage(state: State, pipeline: Path, key: tuple[str, ...], output: str, var
         raise click.BadParameter(str(exc), param_hint="KEY") from None
     found = trace(plan, compiled, wanted)
     if output == "json":
-        click.echo(json.dumps(found.as_dict(), indent=2, ensure_ascii=False, default=str))
+        click.echo(jsontext.pretty(found.as_dict()))
     else:
         click.echo(table(found))
     return ExitCode.OK if found.found else ExitCode.RUN_FAILED

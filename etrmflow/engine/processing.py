@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -35,6 +36,7 @@ from etrmflow.engine.stages import StepChain, contract_for_sinks
 from etrmflow.engine.staging import StagingPlace
 from etrmflow.engine.validation import validate_records
 from etrmflow.errors import RunFailed, SinkError
+from etrmflow.jsontext import JsonNumber
 from etrmflow.plan import PipelinePlan
 from etrmflow.secrets import REDACTOR, redact
 from etrmflow.validation.decimal_fields import DecimalFields
@@ -75,21 +77,51 @@ _EXACT_IN_FLOAT = 2**53
 """Integers a double holds exactly: up to 2**53 in magnitude."""
 
 
-def _exact_integers(frame: pd.DataFrame, records: list[Any]) -> pd.DataFrame:
-    """``from_records`` makes an integer field with gaps (an optional id) a float64 column, which
-    would round an integer beyond 2**53 (9007199254740993 to ...992). Such a column is rebuilt
-    from the records: nullable Int64, or Python ints where int64 cannot hold them either."""
+def integer_fields(schema: Mapping[str, Any]) -> frozenset[str]:
+    """Top-level properties typed ``integer`` (not also ``number``)."""
+    properties = schema.get("properties") if isinstance(schema, Mapping) else None
+    if not isinstance(properties, Mapping):
+        return frozenset()
+    kinds = {name: spec.get("type") for name, spec in properties.items() if isinstance(spec, Mapping)}
+    return frozenset(name for name, kind in kinds.items()
+                     if "integer" in (kind if isinstance(kind, list) else [kind])
+                     and "number" not in (kind if isinstance(kind, list) else [kind]))
+
+
+def _whole(value: Any) -> Any:
+    """A whole number in an integer field as the int it is: ``12345678901234567.0`` (a
+    JsonNumber, whose double is ...568) and ``2.0`` alike."""
+    if isinstance(value, float) and value.is_integer():
+        return int(Decimal(value.text)) if type(value) is JsonNumber else int(value)
+    return value
+
+
+def _exact_integers(frame: pd.DataFrame, records: list[Any], integers: frozenset[str] = frozenset()) -> pd.DataFrame:
+    """``from_records`` makes a column of integers with gaps (an optional id), or mixed with
+    floats (``2.0`` is an integer too), a float64 column, which would round an integer beyond
+    2**53 (9007199254740993 to ...992). Such a column is rebuilt from the records: nullable
+    Int64, or Python ints where int64 cannot hold them either, or as objects where floats
+    remain (a sink then refuses what it cannot store, rather than round it). A whole
+    ``JsonNumber`` in an ``integer`` field becomes the int of its text."""
     for name in frame.columns:
         column = frame[name]
-        if column.dtype != "float64" or not column.isna().any():
+        if column.dtype == object:
+            if name in integers and any(type(v) is JsonNumber for v in column.tolist()):
+                frame[name] = pd.Series([_whole(v) for v in column.tolist()], dtype=object, index=frame.index)
+            continue
+        # A double at or beyond 2**53 may be a rounded integer; a gap may hide one among NaNs.
+        if column.dtype != "float64" or not (column.isna().any() or (column.abs() >= _EXACT_IN_FLOAT).any()):
             continue
         values = [record.get(name) if isinstance(record, dict) else None for record in records]
+        if name in integers:
+            values = [_whole(value) for value in values]
         present = [value for value in values if value is not None]
-        if not present or any(type(value) is not int for value in present) or \
-                all(-_EXACT_IN_FLOAT <= value <= _EXACT_IN_FLOAT for value in present):
-            continue
-        fits = all(-2**63 <= value < 2**63 for value in present)
-        frame[name] = pd.array(values, dtype="Int64") if fits else pd.Series(values, dtype=object, index=frame.index)
+        if not any(type(value) is int and abs(value) > _EXACT_IN_FLOAT for value in present):
+            continue  # float64 holds every value as sent
+        if all(type(value) is int and -2**63 <= value < 2**63 for value in present):
+            frame[name] = pd.array(values, dtype="Int64")
+        else:
+            frame[name] = pd.Series(values, dtype=object, index=frame.index)
     return frame
 
 
@@ -116,6 +148,7 @@ class PageProcessor:
         self.columns = list((plan.contract.schema.get("properties") or {}).keys())
         self.drift = DriftCounter(plan.contract.schema)
         self.decimals = DecimalFields(plan.contract.schema)
+        self.integers = integer_fields(plan.contract.schema)
         self.quarantined: tuple[int, str, int, int] | None = None
         """``(page index, batch id, letters, new letters)`` of the last page whose invalid records
         were stored: evidence for the audit even when a later stage of that page fails."""
@@ -183,7 +216,7 @@ class PageProcessor:
         # Declared money becomes Decimal here, after validation and before any transform.
         began = time.perf_counter()
         records = self.decimals.convert(records)
-        frame = _exact_integers(pd.DataFrame.from_records(records), records)
+        frame = _exact_integers(pd.DataFrame.from_records(records), records, self.integers)
         ordered = [c for c in self.columns if c in frame.columns] + [c for c in frame.columns if c not in self.columns]
         frame = frame[ordered]
         ready = list(self.chain.apply(frame, batch))

@@ -35,18 +35,26 @@ import ast
 import functools
 import warnings
 from collections.abc import Mapping
+from decimal import Decimal
 from typing import Any
 
 from etrmflow.expr.frame import FrameBuilder
 from etrmflow.expr.functions import FUNCTIONS
 from etrmflow.expr.record import RecordBuilder
-from etrmflow.expr.values import MISSING, RUNTIME_ERRORS, ExpressionError, Fn, NotApplicable
+from etrmflow.expr.values import (
+    MISSING,
+    RUNTIME_ERRORS,
+    ExpressionError,
+    Fn,
+    NotApplicable,
+)
+from etrmflow.jsontext import JsonNumber
 
 
 class Expression:
     """A compiled expression. Build with ``compile_expression``; immutable and thread-safe."""
 
-    __slots__ = ("text", "names", "_tree", "_offset", "_root", "_frame_root")
+    __slots__ = ("_frame_root", "_offset", "_root", "_tree", "names", "text")
 
     def __init__(self, text: str, tree: ast.Expression, offset: int) -> None:
         builder = RecordBuilder(offset)
@@ -89,6 +97,24 @@ class Expression:
             raise NotApplicable(f"{self.text}: {exc}{hint}") from exc
 
 
+def _keep_long_literals(tree: ast.AST, source: str) -> None:
+    """A literal with more digits than a double holds (``40.4500000000000001``) keeps its text,
+    as a vendor's number does (``JsonNumber``): Python would read it as the double 40.45."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and type(node.value) is float:
+            text = ast.get_source_segment(source, node)
+            if text and _long_literal(text, node.value):
+                node.value = JsonNumber(text.replace("_", ""))
+
+
+def _long_literal(text: str, value: float) -> bool:
+    """True when the literal ``text`` is not the shortest repr's decimal of its double."""
+    try:
+        return Decimal(text.replace("_", "")) != Decimal(repr(value))
+    except ArithmeticError:  # not a plain literal (cannot happen for a float Constant's text)
+        return False
+
+
 def compile_expression(text: str) -> Expression:
     """Parse and compile ``text``; raises ExpressionError with a 1-based column."""
     if not isinstance(text, str):
@@ -108,6 +134,7 @@ def _compile(text: str) -> Expression:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", SyntaxWarning)  # "is" with a literal: reported below
             tree = ast.parse(stripped, mode="eval")
+        _keep_long_literals(tree, stripped)
         return Expression(text, tree, offset)
     except SyntaxError as exc:
         # Python gives offset 0 when the text ends too early: point just past the end.

@@ -7,9 +7,20 @@ import operator
 from datetime import datetime
 from typing import Any
 
+from etrmflow.expr import exact_columns
 from etrmflow.expr.functions import FUNCTIONS, to_decimal, to_timestamp
+from etrmflow.expr.parse import SYMBOLS
 from etrmflow.expr.record import RecordBuilder
-from etrmflow.expr.values import COMPARE, MISSING, BinaryFn, Fn, field_of, is_present, item_of
+from etrmflow.expr.values import (
+    BINARY,
+    COMPARE,
+    MISSING,
+    BinaryFn,
+    Fn,
+    field_of,
+    is_present,
+    item_of,
+)
 
 
 class FrameBuilder(RecordBuilder):
@@ -42,6 +53,18 @@ class FrameBuilder(RecordBuilder):
             if not self.is_series(value):
                 return function(value)
             return value.map(lambda v: None if (r := function(v)) is MISSING else r)
+        return run
+
+    def _BinOp(self, node: ast.BinOp) -> Fn:
+        op = BINARY.get(type(node.op))
+        if op is None:
+            raise self.error(f"operator '{SYMBOLS[type(node.op)]}' is not allowed", node)
+        left, right = self.build(node.left), self.build(node.right)
+
+        def run(frame: Any) -> Any:
+            a, b = left(frame), right(frame)
+            found = exact_columns.involved(a, b) if self.is_series(a) or self.is_series(b) else None
+            return exact_columns.combine(op, a, b, None, found) if found else op(a, b)
         return run
 
     def _Name(self, node: ast.Name) -> Fn:
@@ -106,8 +129,15 @@ class FrameBuilder(RecordBuilder):
             if not isinstance(right, (ast.List, ast.Tuple)):
                 raise self.error("'in' on columns needs a list literal on the right", node)
             negate = isinstance(op, ast.NotIn)
-            return lambda a, b: ((~a.isin(b) if negate else a.isin(b))
-                                 if self.is_series(a) else scalar(a, b))
+
+            def member(a: Any, b: Any) -> Any:
+                if not self.is_series(a):
+                    return scalar(a, b)
+                found = exact_columns.involved(a, None)
+                if found:
+                    return exact_columns.member(a, list(b), negate, scalar, found)
+                return ~a.isin(b) if negate else a.isin(b)
+            return member
         if isinstance(op, (ast.Is, ast.IsNot)):
             def is_none(a: Any, b: Any) -> Any:
                 column = a if self.is_series(a) else b
@@ -115,7 +145,12 @@ class FrameBuilder(RecordBuilder):
                     return scalar(a, b)
                 return column.isna() if isinstance(op, ast.Is) else column.notna()
             return is_none
-        return scalar
+        missing = isinstance(op, ast.NotEq)  # as pandas has it: NaN != x, and no other comparison
+
+        def compare(a: Any, b: Any) -> Any:
+            found = exact_columns.involved(a, b) if self.is_series(a) or self.is_series(b) else None
+            return exact_columns.combine(scalar, a, b, missing, found) if found else scalar(a, b)
+        return compare
 
     def _IfExp(self, node: ast.IfExp) -> Fn:
         test, body, orelse = self.build(node.test), self.build(node.body), self.build(node.orelse)

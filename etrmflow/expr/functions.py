@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -10,7 +11,8 @@ from decimal import Decimal
 from typing import Any
 
 from etrmflow.energy import parse_datetime_with_offset
-from etrmflow.expr.values import BINARY, Fn, describe, is_present
+from etrmflow.expr.values import BINARY, COMPARE, Fn, describe, exact, is_present
+from etrmflow.jsontext import JsonNumber
 
 
 def _coalesce(*values: Any) -> Any:
@@ -32,8 +34,15 @@ def _sum(values: Any) -> Any:
 
 def _extreme(pick: Callable[..., Any], name: str) -> Callable[..., Any]:
     def extreme(*values: Any) -> Any:
-        return pick(_sequence(values[0], name) if len(values) == 1 else values)
+        items = _sequence(values[0], name) if len(values) == 1 else values
+        if not any(type(item) is JsonNumber for item in items):
+            return pick(items)
+        return pick(items, key=functools.cmp_to_key(_exact_order))  # long numbers by every digit
     return extreme
+
+
+def _exact_order(a: Any, b: Any) -> int:
+    return -1 if COMPARE[ast.Lt](a, b) else int(COMPARE[ast.Gt](a, b))
 
 
 def _len(value: Any) -> int:
@@ -45,6 +54,7 @@ def _len(value: Any) -> int:
 def _round(value: Any, ndigits: Any = None) -> Any:
     if isinstance(value, bool) or not isinstance(value, (int, float, Decimal)):
         raise TypeError(f"round() needs a number, got {describe(value)}")
+    value = exact(value)
     return round(value) if ndigits is None else round(value, ndigits)
 
 
@@ -100,7 +110,7 @@ class Function:
 
 
 FUNCTIONS: dict[str, Function] = {
-    "abs": Function(function=abs), "sum": Function(function=_sum, columns=False),
+    "abs": Function(function=lambda value: abs(exact(value))), "sum": Function(function=_sum, columns=False),
     "min": Function(function=_extreme(min, "min"), max_args=255, columns=False),
     "max": Function(function=_extreme(max, "max"), max_args=255, columns=False),
     "len": Function(function=_len), "round": Function(function=_round, max_args=2),
@@ -109,7 +119,7 @@ FUNCTIONS: dict[str, Function] = {
     "coalesce": Function(function=_coalesce, max_args=255),
     "lower": Function(function=_case(str.lower, "lower")),
     "upper": Function(function=_case(str.upper, "upper")),
-    "str": Function(function=_str), "int": Function(function=int, columns=False),
+    "str": Function(function=_str), "int": Function(function=lambda value: int(exact(value)), columns=False),
     "float": Function(function=float), "decimal": Function(function=to_decimal),
     "timestamp": Function(function=to_timestamp),
 }

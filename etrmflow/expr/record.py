@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from etrmflow.expr.parse import SYMBOLS, Checker
-from etrmflow.expr.values import BINARY, MISSING, BinaryFn, Fn, field_of, item_of
+from etrmflow.expr.values import BINARY, MISSING, BinaryFn, Fn, exact, field_of, item_of
 
 
 def _call(function: Callable[..., Any], args: list[Fn]) -> Fn:
@@ -89,7 +89,7 @@ class RecordBuilder(Checker):
         if isinstance(node.op, ast.Not):
             return lambda record: not operand(record)
         op = operator.neg if isinstance(node.op, ast.USub) else operator.pos
-        return lambda record: op(operand(record))
+        return lambda record: op(exact(operand(record)))  # -x of a long number: as sent
 
     def _BoolOp(self, node: ast.BoolOp) -> Fn:
         parts = [self.build(value) for value in node.values]

@@ -8,6 +8,8 @@ from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Any
 
+from etrmflow.jsontext import JsonNumber
+
 Fn = Callable[[Any], Any]
 BinaryFn = Callable[[Any, Any], Any]
 
@@ -78,8 +80,17 @@ def item_of(value: Any, key: int | str) -> Any:
     return value.get(key, MISSING) if isinstance(value, Mapping) else MISSING
 
 
+def exact(value: Any) -> Any:
+    """A vendor's number no double holds (``etrmflow.jsontext.JsonNumber``) as the Decimal of
+    its text, so that it is computed and compared as sent, not as its nearest double; any
+    other value as it is."""
+    return Decimal(value.text) if type(value) is JsonNumber else value
+
+
 def _unify(a: Any, b: Any) -> tuple[Any, Any]:
-    """Decimal meets float: the float becomes the Decimal of its shortest repr."""
+    """Decimal meets float: the float becomes the Decimal of its shortest repr (a JsonNumber
+    is a Decimal of its text)."""
+    a, b = exact(a), exact(b)
     if type(a) is Decimal and type(b) is float:
         return a, Decimal(repr(b))
     if type(a) is float and type(b) is Decimal:
@@ -89,6 +100,8 @@ def _unify(a: Any, b: Any) -> tuple[Any, Any]:
 
 def _numeric(op: BinaryFn) -> BinaryFn:
     def apply(a: Any, b: Any) -> Any:
+        if type(a) is JsonNumber or type(b) is JsonNumber:  # as a float it would compute the double
+            return op(*_unify(a, b))
         try:
             return op(a, b)
         except TypeError:
@@ -98,10 +111,17 @@ def _numeric(op: BinaryFn) -> BinaryFn:
 
 def _ordered(op: BinaryFn) -> BinaryFn:
     def compare(a: Any, b: Any) -> Any:
-        if type(a) is not type(b):
+        if type(a) is not type(b) or type(a) is JsonNumber:
             a, b = _unify(a, b)
         return op(a, b)
     return compare
+
+
+def _member(a: Any, b: Any) -> bool:
+    if type(a) in (Decimal, JsonNumber) and isinstance(b, (list, tuple)):  # 40.45 in [40.45], as written
+        equal = COMPARE[ast.Eq]
+        return any(equal(a, item) for item in b)
+    return a in b
 
 
 def _multiply(a: Any, b: Any) -> Any:
@@ -134,7 +154,7 @@ COMPARE: dict[type, BinaryFn] = {
     ast.Eq: _ordered(operator.eq), ast.NotEq: _ordered(operator.ne),
     ast.Lt: _ordered(operator.lt), ast.LtE: _ordered(operator.le),
     ast.Gt: _ordered(operator.gt), ast.GtE: _ordered(operator.ge),
-    ast.In: lambda a, b: a in b, ast.NotIn: lambda a, b: a not in b,
+    ast.In: _member, ast.NotIn: lambda a, b: not _member(a, b),
     # A missing field "is None" too: `price is not None` must not pass for an absent price.
     ast.Is: lambda a, b: not is_present(a) and not is_present(b),
     ast.IsNot: lambda a, b: is_present(a) or is_present(b),

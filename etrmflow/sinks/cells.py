@@ -47,12 +47,21 @@ def exact_float(value: decimal.Decimal) -> float:
 
 def _json_default(value: Any) -> Any:
     if isinstance(value, decimal.Decimal):
-        return exact_float(value)
+        return _json_number(value)
     if isinstance(value, (dt.datetime, dt.date, dt.time, dt.timedelta)):
         return value.isoformat()
     if isinstance(value, (set, frozenset)):
         return sorted(value)
     raise TypeError(f"cannot store a {type(value).__name__} as JSON: {value!r}")
+
+
+def _json_number(value: decimal.Decimal) -> Any:
+    """A JSON number either way: the float where it is the same value (40.50 as 40.5), else
+    the digits (nested money longer than a double holds: 1234567890123456.78)."""
+    if not value.is_finite():
+        raise ValueError(f"decimal {value} is not a finite number; JSON has no way to store it")
+    number = float(value)
+    return number if decimal.Decimal(repr(number)) == value else orjson.Fragment(format(value, "f"))
 
 
 def dumps_json(value: Any) -> str:

@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import decimal
 import functools
-from collections.abc import Iterator, Mapping
+import operator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
+from fractions import Fraction
 from typing import Any
 
 import jsonschema
@@ -174,9 +176,64 @@ def decimal_keyword(validator: Any, declared: Any, instance: Any,
         yield jsonschema.ValidationError(problem)
 
 
+# A declared decimal is the vendor's text: a long number (JsonNumber) meets its limits, enum and
+# const by every digit, not as its double (40.4499999999999999 is below a minimum of 40.45).
+# Other values get jsonschema's own functions; messages are jsonschema's.
+_DRAFT = jsonschema.Draft202012Validator.VALIDATORS
+_BOUNDS: dict[str, tuple[Callable[[Decimal, Decimal], bool], str]] = {
+    "minimum": (operator.lt, "{!r} is less than the minimum of {!r}"),
+    "maximum": (operator.gt, "{!r} is greater than the maximum of {!r}"),
+    "exclusiveMinimum": (operator.le, "{!r} is less than or equal to the minimum of {!r}"),
+    "exclusiveMaximum": (operator.ge, "{!r} is greater than or equal to the maximum of {!r}"),
+}
+
+
+def _as_text(instance: Any, schema: Any) -> bool:
+    return type(instance) is JsonNumber and isinstance(schema, Mapping) and KEYWORD in schema
+
+
+def _exact_limit(name: str) -> Callable[..., Iterator[jsonschema.ValidationError]]:
+    broken, message = _BOUNDS[name]
+
+    def keyword(validator: Any, limit: Any, instance: Any, schema: Any) -> Iterator[jsonschema.ValidationError]:
+        if not (_as_text(instance, schema) and is_number(limit)):
+            yield from _DRAFT[name](validator, limit, instance, schema)
+        elif broken(_exact(instance), _exact(limit)):
+            yield jsonschema.ValidationError(message.format(instance, limit))
+    return keyword
+
+
+def _multiple_of(validator: Any, step: Any, instance: Any, schema: Any) -> Iterator[jsonschema.ValidationError]:
+    if not (_as_text(instance, schema) and is_number(step) and step):
+        yield from _DRAFT["multipleOf"](validator, step, instance, schema)
+    elif (Fraction(_exact(instance)) / Fraction(_exact(step))).denominator != 1:
+        yield jsonschema.ValidationError(f"{instance!r} is not a multiple of {step}")
+
+
+def _equal(instance: JsonNumber, other: Any) -> bool:
+    return is_number(other) and _exact(instance) == _exact(other)
+
+
+def _enum(validator: Any, enums: Any, instance: Any, schema: Any) -> Iterator[jsonschema.ValidationError]:
+    if not (_as_text(instance, schema) and isinstance(enums, list)):
+        yield from _DRAFT["enum"](validator, enums, instance, schema)
+    elif not any(_equal(instance, each) for each in enums):
+        yield jsonschema.ValidationError(f"{instance!r} is not one of {enums!r}")
+
+
+def _const(validator: Any, const: Any, instance: Any, schema: Any) -> Iterator[jsonschema.ValidationError]:
+    if not _as_text(instance, schema):
+        yield from _DRAFT["const"](validator, const, instance, schema)
+    elif not _equal(instance, const):
+        yield jsonschema.ValidationError(f"{const!r} was expected")
+
+
 ReferenceValidator: Any = jsonschema.validators.extend(
-    jsonschema.Draft202012Validator, {KEYWORD: decimal_keyword})
-"""Draft 2020-12 plus ``x-etrmflow-decimal``: the reference verdicts of the json_schema validator."""
+    jsonschema.Draft202012Validator,
+    {KEYWORD: decimal_keyword, "multipleOf": _multiple_of, "enum": _enum, "const": _const,
+     **{name: _exact_limit(name) for name in _BOUNDS}})
+"""Draft 2020-12 plus ``x-etrmflow-decimal``: the reference verdicts of the json_schema validator
+(a long number in a declared decimal meets the other number keywords by every digit)."""
 
 
 def check_declarations(node: Any) -> None:
@@ -192,10 +249,27 @@ def check_declarations(node: Any) -> None:
 
 
 def decimal_columns(schema: Mapping[str, Any]) -> dict[str, DecimalSpec]:
-    """Top-level properties declared exact decimals, with their specs (malformed ones raise)."""
+    """Top-level properties declared exact decimals, directly or through a ``$ref`` to
+    ``$defs``, with their specs (malformed ones raise)."""
     properties = schema.get("properties") if isinstance(schema, Mapping) else None
     if not isinstance(properties, Mapping):
         return {}
-    return {name: parse_spec(spec[KEYWORD]) for name, spec in properties.items()
-            if isinstance(spec, Mapping) and KEYWORD in spec}
+    declared = {name: _declaration(schema, spec) for name, spec in properties.items()}
+    return {name: parse_spec(spec[KEYWORD]) for name, spec in declared.items() if spec is not None}
+
+
+def _declaration(root: Mapping[str, Any], node: Any) -> Mapping[str, Any] | None:
+    """The subschema declaring ``node`` a decimal: itself, or what its local ``$ref`` chain
+    (``#/$defs/money``) reaches; the sinks must type such a column as the validator checks it."""
+    for _ in range(32):  # a ref cycle declares nothing
+        if not isinstance(node, Mapping):
+            return None
+        if KEYWORD in node:
+            return node
+        ref = node.get("$ref")
+        if not isinstance(ref, str) or not ref.startswith("#/$defs/"):
+            return None
+        definitions = root.get("$defs")
+        node = definitions.get(ref.removeprefix("#/$defs/")) if isinstance(definitions, Mapping) else None
+    return None
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import ast
 import operator
 from collections.abc import Callable, Iterable
+from decimal import Decimal
 from typing import Any
 
 import numpy as np
@@ -46,7 +47,7 @@ class Compiled:
 
     def __init__(self, text: str, instants: frozenset[str]) -> None:
         source = text.replace("\r", " ").replace("\n", " ").strip()
-        builder = _Builder(instants)
+        builder = _Builder(instants, source)
         self._root, kind = builder.build(ast.parse(source, mode="eval").body)
         if kind not in ("bool", NUM):
             raise Unsupported(f"a {kind} is not a condition")
@@ -73,8 +74,9 @@ def _as_truth(value: Any, size: int) -> np.ndarray:
 class _Builder:
     """Compiles a checked tree (etrmflow.expr's whitelist) into Vector functions."""
 
-    def __init__(self, instants: frozenset[str]) -> None:
+    def __init__(self, instants: frozenset[str], source: str) -> None:
         self.instants = instants
+        self.source = source
         self.needs: set[Need] = set()
         self.guards: list[Vector] = []
 
@@ -91,6 +93,8 @@ class _Builder:
         value = node.value
         if isinstance(value, str):
             return (lambda batch: value), "str"
+        if type(value) is float and _longer_than_a_double(ast.get_source_segment(self.source, node), value):
+            raise Unsupported(f"{value!r}: the reference reads the literal by every digit")
         if type(value) is float or (type(value) is int and abs(value) <= _EXACT_INT):
             number = float(value)  # exact, and Python compares/combines it as this float
             return (lambda batch: number), NUM
@@ -178,6 +182,14 @@ class _Builder:
 
 def _is_projection(node: ast.expr) -> bool:
     return isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+
+
+def _longer_than_a_double(text: str | None, value: float) -> bool:
+    """A literal such as 40.4500000000000001, which the expression language keeps as written."""
+    try:
+        return text is None or Decimal(text.replace("_", "")) != Decimal(repr(value))
+    except ArithmeticError:
+        return True
 
 
 def compile_vector(text: str, instants: Iterable[str]) -> Compiled | None:
