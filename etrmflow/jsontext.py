@@ -23,6 +23,7 @@ unlike orjson, accepts integers beyond 64 bits. A leaf module: it imports nothin
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any, Self
@@ -100,14 +101,27 @@ def loads(data: bytes | str) -> Any:
     return _exact(raw)
 
 
+_ORJSON_DEPTH = 1024
+"""The deepest nesting orjson reads: the exact reader must read as deep."""
+
+
 def _exact(raw: bytes) -> Any:
     import json  # only for the rare body with a long number
 
     try:
         return json.loads(raw, parse_float=_read_float)
-    except RecursionError:  # orjson reads 1,023 levels; Python's json fewer, less what the caller's stack uses
-        raise ValueError("the JSON is nested too deeply to read its long numbers exactly (about a thousand "
-                         "levels of arrays or objects)") from None
+    except RecursionError:
+        pass
+    # Python's reader counts each level against the recursion limit (1,000 by default, less the
+    # caller's frames): raised for this one read, by what orjson itself allows.
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(limit + _ORJSON_DEPTH + 100)
+    try:
+        return json.loads(raw, parse_float=_read_float)
+    except RecursionError:
+        raise ValueError(f"the JSON is nested deeper than {_ORJSON_DEPTH} levels of arrays or objects") from None
+    finally:
+        sys.setrecursionlimit(limit)
 
 
 def dumps(value: Any, *, option: int = 0, default: Callable[[Any], Any] | None = None) -> bytes:
@@ -124,10 +138,10 @@ def dumps(value: Any, *, option: int = 0, default: Callable[[Any], Any] | None =
 
     try:
         return orjson.dumps(value, default=fallback, option=option)
-    except TypeError as error:
-        if "64-bit" not in str(error):
+    except TypeError as error:  # orjson's JSONEncodeError
+        if "64-bit" not in str(error) and "Recursion limit" not in str(error):
             raise
-        return orjson.dumps(_long_integers_as_text(value), default=fallback, option=option)
+        return _written_by_hand(value, fallback, option)
 
 
 def pretty(value: Any) -> str:
@@ -136,12 +150,48 @@ def pretty(value: Any) -> str:
     return dumps(value, option=orjson.OPT_INDENT_2, default=str).decode()
 
 
-def _long_integers_as_text(value: Any) -> Any:
-    """The value with every integer orjson refuses as a fragment of its digits."""
-    if isinstance(value, int) and not isinstance(value, bool) and value not in _INT64:
-        return orjson.Fragment(str(int(value)))
-    if isinstance(value, dict):
-        return {key: _long_integers_as_text(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_long_integers_as_text(item) for item in value]
-    return value
+_END = object()
+
+
+def _written_by_hand(value: Any, fallback: Callable[[Any], Any], option: int) -> bytes:
+    """What orjson refuses to write: an integer beyond 64 bits, or a value nested deeper than
+    its 254 levels (orjson reads 1,024). The same bytes as orjson's, compact (an indent is not
+    kept), built with a stack of its own so that no depth exhausts Python's; orjson writes
+    every scalar."""
+    scalar_option = option & ~(orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE | orjson.OPT_SORT_KEYS)
+    sort = bool(option & orjson.OPT_SORT_KEYS)
+    out = bytearray()
+    open_containers: list[list[Any]] = []  # [the rest of its items, is an object, no item yet]
+
+    def write(item: Any) -> None:
+        if isinstance(item, dict):
+            out.extend(b"{")
+            open_containers.append([iter(sorted(item.items()) if sort else item.items()), True, True])
+        elif isinstance(item, (list, tuple)):
+            out.extend(b"[")
+            open_containers.append([iter(item), False, True])
+        elif isinstance(item, int) and not isinstance(item, bool) and item not in _INT64:
+            out.extend(str(int(item)).encode())
+        else:
+            out.extend(orjson.dumps(item, default=fallback, option=scalar_option))
+
+    write(value)
+    while open_containers:
+        container = open_containers[-1]
+        item = next(container[0], _END)
+        if item is _END:
+            open_containers.pop()
+            out.extend(b"}" if container[1] else b"]")
+            continue
+        if not container[2]:
+            out.extend(b",")
+        container[2] = False
+        if container[1]:
+            key, item = item
+            if not isinstance(key, str):
+                raise TypeError(f"Dict key must be str, not {type(key).__name__}")
+            out.extend(orjson.dumps(key) + b":")
+        write(item)
+    if option & orjson.OPT_APPEND_NEWLINE:
+        out.extend(b"\n")
+    return bytes(out)

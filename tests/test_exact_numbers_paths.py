@@ -754,16 +754,20 @@ def test_postgres_stores_long_decimals_and_defs_money_as_numeric_with_every_digi
     assert exact(legs) == [{"price": Decimal("1.5"), "mw": Decimal("0.10000000000000000001"), "id": Decimal(HUGE)}]
 
 
-def test_a_deeply_nested_page_with_a_long_number_fails_the_run_with_a_message_not_a_crash(
-        project: EtrmflowProject, vendor: Vendor) -> None:
+@pytest.mark.parametrize("depth, exit_code", [(1000, 0), (1100, 1)])
+def test_a_page_with_a_long_number_is_read_as_deep_as_orjson_reads_and_refused_beyond_with_a_message(
+        project: EtrmflowProject, vendor: Vendor, depth: int, exit_code: int) -> None:
     project.write({"connectors/vendor.yml": CONNECTOR.replace("streams:", "defaults:\n  retry: {max_attempts: 1}\nstreams:")})
-    vendor.serve(page(deal("D-1", note="[" * 1000 + LONG + "]" * 1000)))
+    vendor.serve(page(deal("D-1", note="[" * depth + LONG + "]" * depth)))
 
     result = project.run("run", "pipelines/deals.yml")
 
-    assert result.exit_code == 1, result.output
-    assert "nested too deeply to read its long numbers exactly" in result.output
+    assert result.exit_code == exit_code, result.output
     assert not project.path("target/crash.log").exists()
+    if exit_code:
+        assert "malformed JSON" in result.output
+    else:
+        assert project.pipeline_result("deals")["counts"]["fetched"] == 1
 
 
 def test_lineage_finds_a_letter_by_a_whole_key_number_written_with_a_fraction_of_zeros(

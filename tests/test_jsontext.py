@@ -133,3 +133,24 @@ def test_text_that_is_not_json_is_refused_as_a_value_error() -> None:
     for body in (b'{"a": 1', b"[12345678901234567890123, ", b"\xff"):
         with pytest.raises(ValueError):
             jsontext.loads(body)
+
+
+json_values = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(-2**63, 2**64 - 1), st.text(),
+              st.floats(allow_nan=False, allow_infinity=False)),
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=5), inner, max_size=4)),
+    max_leaves=15)
+
+
+@given(json_values, st.sampled_from([0, orjson.OPT_SORT_KEYS, orjson.OPT_SORT_KEYS | orjson.OPT_APPEND_NEWLINE]))
+def test_what_orjson_refuses_is_written_as_orjson_writes_the_rest(value: Any, option: int) -> None:
+    from etrmflow.jsontext import _written_by_hand
+
+    assert _written_by_hand(value, lambda item: item, option) == orjson.dumps(value, option=option)
+
+
+def test_nesting_deeper_than_orjson_writes_round_trips_byte_for_byte() -> None:
+    text = b"[" * 1000 + b'{"b":18446744073709551617,"a":0.10000000000000000001}' + b"]" * 1000
+    assert jsontext.dumps(jsontext.loads(text)) == text
+    assert jsontext.dumps(jsontext.loads(text), option=orjson.OPT_SORT_KEYS) == text.replace(
+        b'"b":18446744073709551617,"a":0.10000000000000000001', b'"a":0.10000000000000000001,"b":18446744073709551617')

@@ -371,3 +371,23 @@ def test_a_record_echoing_a_secret_is_quarantined_and_its_letter_masked(
     if len(records) == len(ECHOING):
         assert letters[0]["record"]["note"] == "https://vendor.example/deals?k=***"
         assert {v["keyword"] for v in letters[1]["violations"]} == {"minimum", "x-etrmflow-secret"}
+
+
+# --- records nested deeper than orjson writes (254 levels; it reads 1,024) -----------------------
+
+@pytest.mark.parametrize("depth", [300, 1000])
+def test_a_record_nested_deeper_than_orjson_writes_is_loaded_or_quarantined_as_sent(
+        project: EtrmflowProject, vendor: Vendor, depth: int) -> None:
+    project.write({"contracts/deal.yml": CONTRACT.replace("note: {type: string}", "note: {type: string}\n    payload: {}")})
+    deep = "[" * depth + '{"a": 18446744073709551617}' + "]" * depth
+    vendor.serve('[{"deal_id": "D-1", "version": 1, "price": 1.5, "payload": ' + deep + '}, '
+                 '{"deal_id": "D-2", "version": 0, "price": 2.5, "payload": ' + deep + '}]')
+
+    result = project.run("run", "pipelines/deals.yml")
+
+    assert result.exit_code == 0, result.output
+    assert loaded(project) == [("D-1", 1, "1.50")]
+    compact = deep.replace(" ", "")
+    assert project.query("SELECT payload FROM deals") == [(compact,)]
+    (line,) = project.path("target/dead_letter/deals.jsonl").read_text(encoding="utf-8").splitlines()
+    assert f'"payload":{compact}' in line and '"deal_id":"D-2"' in line
