@@ -20,14 +20,12 @@ import threading
 import time
 from collections.abc import Iterator
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from etrmflow.testing import EtrmflowProject
+from etrmflow.testing import EtrmflowProject, ScriptedRequest, ScriptedVendor
 
 CONTRACT = """\
 name: deal
@@ -80,44 +78,27 @@ class Vendor:
     def __init__(self) -> None:
         self.pages: list[str] = ["[]"]
         self.cursors: list[str] = []
-        self.queries: list[dict[str, list[str]]] = []
+        self.queries: list[dict[str, str]] = []
         self.posted: list[bytes] = []
         self.hang_on: int | None = None
         self.release = threading.Event()
-        vendor = self
+        self.server = ScriptedVendor(self.answer)
+        self.url = self.server.url
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # the http.server API names it
-                query = parse_qs(urlsplit(self.path).query)
-                vendor.queries.append(query)
-                number = vendor.page_number(query)
-                if vendor.hang_on == number:
-                    vendor.release.wait(30)
-                self._answer(vendor.body(number))
+    def answer(self, request: ScriptedRequest) -> bytes:
+        if request.method == "POST":
+            self.posted.append(request.body)
+            return b"{}"
+        self.queries.append(request.query)
+        number = self.page_number(request.query)
+        if self.hang_on == number:
+            self.release.wait(30)
+        return self.body(number)
 
-            def do_POST(self) -> None:
-                vendor.posted.append(self.rfile.read(int(self.headers["Content-Length"])))
-                self._answer(b"{}")
-
-            def _answer(self, body: bytes) -> None:
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def page_number(self, query: dict[str, list[str]]) -> int:
+    def page_number(self, query: dict[str, str]) -> int:
         if "cursor" in query:
-            return self.cursors.index(query["cursor"][0]) + 2 if query["cursor"][0] in self.cursors else 0
-        return int(query.get("page", ["1"])[0])
+            return self.cursors.index(query["cursor"]) + 2 if query["cursor"] in self.cursors else 0
+        return int(query.get("page", "1"))
 
     def body(self, number: int) -> bytes:
         records = self.pages[number - 1] if 1 <= number <= len(self.pages) else "[]"
@@ -130,8 +111,7 @@ class Vendor:
 
     def close(self) -> None:
         self.release.set()
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.close()
 
 
 @pytest.fixture
@@ -680,7 +660,7 @@ def test_resume_after_kill_9_follows_numeric_cursors_as_sent_and_loads_every_rec
     resumed = project.run("run", "--resume", "pipelines/deals.yml")
 
     assert resumed.exit_code == 0, resumed.output
-    assert vendor.queries == [{"cursor": [CURSORS[1]]}]  # page 3 only, by its cursor's every digit
+    assert vendor.queries == [{"cursor": CURSORS[1]}]  # page 3 only, by its cursor's every digit
     assert project.query("SELECT deal_id, long, version, qty FROM deals ORDER BY deal_id") == [
         ("K-1", "40.45000000000000010000", 9007199254740993, None),
         ("K-2", "40.45000000000000000001", None, 0.1), ("K-3", None, None, None)]

@@ -8,15 +8,13 @@ sandbox vendor only serves well-formed trades), read by the real CLI in a temp p
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 
-from etrmflow.testing import EtrmflowProject
+from etrmflow.testing import EtrmflowProject, ScriptedVendor
 
 SECRET = "s3cr3t-Token-7f1e"
 """The vendor key: a dead letter must never hold it."""
@@ -58,31 +56,15 @@ class Vendor:
 
     def __init__(self) -> None:
         self.body = b'{"deals": []}'
-        vendor = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # the http.server API names it
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(vendor.body)))
-                self.end_headers()
-                self.wfile.write(vendor.body)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+        self.server = ScriptedVendor(lambda request: self.body)
+        self.url = self.server.url
 
     def serve(self, records_text: str) -> None:
         """The page body: ``{"deals": <records_text>}`` byte for byte."""
         self.body = ('{"deals": ' + records_text + "}").encode()
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.close()
 
 
 @pytest.fixture

@@ -23,6 +23,9 @@ Fixtures:
 * ``sandbox_vendor_factory``: ``factory(config=None, *, faults=(), **fields)`` starts a sandbox
   with your own :class:`~etrmflow.sandbox.SandboxConfig` fields (``trades=``, ``token_ttl=``,
   ``client_secret=``, ``api_key=``...); every one it started is stopped after the test;
+* ``scripted_vendor``: ``factory(answer)`` starts a :class:`ScriptedVendor` on 127.0.0.1 that
+  answers each request with ``answer(request)``, for what the sandbox does not serve
+  (malformed bodies, loops, repeated pages); every one it started is stopped after the test;
 * ``postgresql_database`` / ``postgresql_dsn``: a new, empty database (or its DSN) on a
   PostgreSQL server the test session starts itself (``postgresql_server``; see
   :mod:`etrmflow.testing.postgres` for where its binaries come from).
@@ -56,24 +59,29 @@ from etrmflow.testing.postgres import (
     postgresql_server,
 )
 from etrmflow.testing.project import CliResult, EtrmflowProject
+from etrmflow.testing.scripted import Answer, ScriptedRequest, ScriptedVendor
 
 __all__ = [
+    "SANDBOX_KEY_AUTH",
+    "Answer",
     "CliResult",
     "EtrmflowProject",
     "ExpectedRecords",
     "PostgresDatabase",
     "PostgresServer",
     "SandboxFactory",
+    "ScriptedRequest",
+    "ScriptedVendor",
     "etrmflow_project",
+    "expected_settlements",
+    "expected_trades",
     "postgresql_database",
     "postgresql_dsn",
     "postgresql_server",
-    "expected_settlements",
-    "expected_trades",
+    "sandbox_connector",
     "sandbox_vendor",
     "sandbox_vendor_factory",
-    "sandbox_connector",
-    "SANDBOX_KEY_AUTH",
+    "scripted_vendor",
 ]
 
 
@@ -112,6 +120,24 @@ def sandbox_vendor_factory() -> Iterator[SandboxFactory]:
     yield start
     for vendor in reversed(started):
         vendor.stop()
+
+
+@pytest.fixture
+def scripted_vendor() -> Iterator[Callable[[Callable[[ScriptedRequest], Any]], ScriptedVendor]]:
+    """Start vendors that answer what the test scripts (see :mod:`etrmflow.testing.scripted`);
+    all are stopped after the test::
+
+        vendor = scripted_vendor(lambda request: b'{"trades": [{"price": 40.4500000000000001}]}')
+    """
+    started: list[ScriptedVendor] = []
+
+    def start(answer: Callable[[ScriptedRequest], Any]) -> ScriptedVendor:
+        started.append(ScriptedVendor(answer))
+        return started[-1]
+
+    yield start
+    for vendor in reversed(started):
+        vendor.close()
 
 
 @pytest.fixture
