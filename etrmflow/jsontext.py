@@ -17,7 +17,8 @@ tell: its digits and points have a run of 16) is read again exactly:
   check (``x-etrmflow-decimal``) sees every digit and quarantines what it cannot hold.
 
 ``dumps`` writes both back as the vendor wrote them (dead letters keep a record as sent) and,
-unlike orjson, accepts integers beyond 64 bits. A leaf module: it imports nothing from etrmflow.
+unlike orjson, writes integers beyond 64 bits and values nested deeper than 254 levels (orjson
+reads 1,024). A leaf module: it imports nothing from etrmflow.
 """
 
 from __future__ import annotations
