@@ -56,6 +56,15 @@ def _truthy(flag: Any) -> bool:
     return bool(flag)
 
 
+def _resumed_short(where: str, unit: str) -> str:
+    """A resumed walk's first request, past the start, answered no_data. This walk has seen no
+    count yet, but the page before the resume point had one: the walk asks for a page past the
+    start only while that count says more follow, so the vendor promised this one."""
+    return (f"{where} answered with a no_data response rule, but the page before it (read before the run was "
+            f"resumed) reported more {unit}: refusing to end the walk short (if the vendor now has fewer, "
+            f"run without --resume to start over)")
+
+
 def _number(value: Any, what: str) -> int:
     try:
         return int(value)
@@ -142,10 +151,12 @@ class PageNumber(_Walk):
     def no_data(self, request: Request) -> None:
         # A has_more flag is often only "this page was full", so no_data after it is the empty
         # last page; a page count is a promise, and ending before it would lose pages.
-        page = request.params[self.param]
+        page = _number(request.params[self.param], "the page number")
         if self.announced is not None and page <= self.announced[0]:
             raise PaginationError(f"page {page} answered with a no_data response rule but the vendor reported "
                                   f"{self.announced[1]} pages: refusing to end the walk short")
+        if self.announced is None and self.total_pages is not None and page > self.start:
+            raise PaginationError(_resumed_short(f"page {page}", "pages"))
 
 
 class Offset(_Walk):
@@ -203,10 +214,12 @@ class Offset(_Walk):
         return following
 
     def no_data(self, request: Request) -> None:
-        offset = request.params[self.offset_param]
+        offset = _number(request.params[self.offset_param], "the offset")
         if self.announced is not None and offset < self.announced:
             raise PaginationError(f"offset {offset} answered with a no_data response rule but the vendor reported "
                                   f"{self.announced} records: refusing to end the walk short")
+        if self.announced is None and self.total is not None and offset > self.start:
+            raise PaginationError(_resumed_short(f"offset {offset}", "records"))
 
 
 class Cursor(_Walk):

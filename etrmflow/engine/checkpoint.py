@@ -24,8 +24,10 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from etrmflow.components import Request
+from etrmflow.errors import EtrmflowError
 from etrmflow.plan import PipelinePlan
 from etrmflow.secrets import SENSITIVE_PARAMS, redact
+from etrmflow.sinks.common import LINEAGE_COLUMNS
 from etrmflow.steps.tables import quoted
 
 STATE_VERSION = 1
@@ -67,18 +69,22 @@ def _in_project(raw: str, project_root: str | Path) -> Path:
 def _table_sha256(path: Path, table: str) -> str | None:
     """SHA-256 of the table's (or view's) column names and rows, sorted by every column so that
     the physical order (a VACUUM) does not count; None if the file or the table is missing or
-    unreadable (the step or check that reads it says why)."""
+    unreadable (the step or check that reads it says why). etrmflow's lineage columns do not
+    count: a table another pipeline loads gets new ones each time it loads the same rows again
+    (``etrmflow run --resume`` of a project reruns the pipelines that have nothing to resume)."""
     if not path.is_file():  # opened read-only: a wrong path must not create an empty database
         return None
     digest = hashlib.sha256()
     try:
         with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
-            columns = [row[1] for row in db.execute(f"PRAGMA table_info({quoted(table)})")]
-            if not columns:
+            found = [row[1] for row in db.execute(f"PRAGMA table_info({quoted(table)})")]
+            if not found:
                 return None
+            columns = [name for name in found if name not in LINEAGE_COLUMNS]
             digest.update(json.dumps(columns).encode())
-            order = ", ".join(str(position) for position in range(1, len(columns) + 1))
-            for row in db.execute(f"SELECT * FROM {quoted(table)} ORDER BY {order}"):
+            listed = ", ".join(quoted(name) for name in columns) or "1"
+            order = ", ".join(str(position) for position in range(1, len(columns) + 1)) or "1"
+            for row in db.execute(f"SELECT {listed} FROM {quoted(table)} ORDER BY {order}"):
                 digest.update(repr(row).encode())  # repr tells 1 from 1.0 from '1', and b'' from ''
     except sqlite3.Error:
         return None
@@ -115,6 +121,10 @@ def request_from_dict(data: dict[str, Any]) -> Request:
                    headers=dict(data["headers"]), json=data.get("json"))
 
 
+class CheckpointError(EtrmflowError):
+    """The checkpoint could not be written (a full disk, a read-only folder)."""
+
+
 class Checkpoint:
     """``target/state/<pipeline>.json``: written atomically after each committed page."""
 
@@ -147,13 +157,18 @@ class Checkpoint:
                  "pages_done": pages_done, "offset": offset, "window": window, "window_label": window_label,
                  "next_request": request_to_dict(next_request) if next_request else None,
                  "recent_pages": [list(page) for page in recent_pages or ()]}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         temporary = self.path.with_suffix(".json.tmp")
-        with temporary.open("w", encoding="utf-8") as handle:
-            json.dump(state, handle, sort_keys=True, default=str)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, self.path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with temporary.open("w", encoding="utf-8") as handle:
+                json.dump(state, handle, sort_keys=True, default=str)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, self.path)
+        except OSError as exc:  # a full disk: a failed run to resume, not a crash that takes the others
+            raise CheckpointError(f"cannot write the checkpoint {self.path}: {exc}; the run stops at the last "
+                                  f"page it could record, and once the cause is fixed `etrmflow run --resume` "
+                                  f"continues from there (fetching the page after it again)") from exc
 
     def clear(self) -> None:
         self.path.unlink(missing_ok=True)

@@ -14,12 +14,17 @@ resumed too: while the pipeline has a checkpoint, each sink that published leave
 resumed run keeps that output as it is instead of publishing an empty one. The engine removes
 the marker with the run's other staging files once no checkpoint refers to the run. A resumed
 run whose staging folder is gone without a marker refuses to publish what little it would hold.
+
+Beside it, ``<pipeline>.staging-<run_id>.parts/<hash of the output path>`` notes each batch
+staged with the checkpoint it was staged after: a resumed run removes the parts of the batches
+staged after the last checkpoint, whose page comes again (maybe changed, so under another id).
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import logging
 import os
 from pathlib import Path
@@ -72,6 +77,7 @@ class StagedSink(Sink):
         if context.resume and self.staging.is_dir():
             # Continue the interrupted run's output; a batch it wrote may come again.
             self._written = {part.name.split("-")[1].split(".")[0] for part in self.staging.rglob("part-*")}
+            self._forget_uncommitted()
             return
         if context.resume:  # publishing what comes now would lose the rows the folder held
             raise SinkError(f"{self.type_name} sink: cannot resume run {context.run_id}: its staging "
@@ -88,12 +94,51 @@ class StagedSink(Sink):
         remove(self.staging)  # what a failed removal after the publish left
         self.published = True
 
-    def _published_marker(self) -> Path:
+    def _state_entry(self, kind: str) -> Path:
         # In the engine's state folder, named like the run's staging files there, which the
         # engine keeps while a checkpoint refers to the run and removes after.
         context = self.context
         name = hashlib.sha256(str(self.path).encode()).hexdigest()[:16]
-        return Path(context.target_dir) / "state" / f"{context.pipeline}.staging-{context.run_id}.published" / name
+        return Path(context.target_dir) / "state" / f"{context.pipeline}.staging-{context.run_id}.{kind}" / name
+
+    def _published_marker(self) -> Path:
+        return self._state_entry("published")
+
+    def _checkpoint_mark(self) -> str:
+        """SHA-256 of this run's checkpoint as it is now; "" without one. A part written under
+        a mark that is still the checkpoint's belongs to a page the checkpoint does not count."""
+        try:
+            raw = (Path(self.context.target_dir) / "state" / f"{self.context.pipeline}.json").read_bytes()
+            run_id = json.loads(raw).get("run_id")
+        except (OSError, ValueError, AttributeError):
+            return ""
+        return hashlib.sha256(raw).hexdigest() if run_id == self.context.run_id else ""
+
+    def _journal(self, batch_id: str) -> None:
+        """Note the mark a batch's part is written under (before the part, so no part lacks it)."""
+        mark = self._checkpoint_mark()
+        if mark:  # without a checkpoint of this run there is nothing to resume
+            journal = self._state_entry("parts")
+            journal.parent.mkdir(parents=True, exist_ok=True)
+            with journal.open("a", encoding="utf-8") as handle:
+                handle.write(f"{batch_id} {mark}\n")
+
+    def _forget_uncommitted(self) -> None:
+        """Remove the parts written after the last checkpoint: their page is fetched again, and
+        if the vendor now sends it with other content (an amended trade), it comes under another
+        batch id, so its old part would stay beside the new one."""
+        try:
+            lines = self._state_entry("parts").read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            return
+        latest = dict(line.split(" ", 1) for line in lines if " " in line)  # a rewrite's line comes last
+        mark = self._checkpoint_mark()
+        for batch_id, written_under in latest.items():
+            if written_under == mark and batch_id in self._written:
+                log.info("%s: dropping batch %s, staged after the last checkpoint: its page is fetched again",
+                         self.path, batch_id)
+                self._remove_part(batch_id)
+                self._written.discard(batch_id)
 
     def _mark_published(self) -> None:
         """Leave the marker while the pipeline has a checkpoint (``state/<pipeline>.json``), so
@@ -110,6 +155,7 @@ class StagedSink(Sink):
         try:
             if batch.batch_id in self._written:
                 self._remove_part(batch.batch_id)  # a rewrite must leave no old part behind
+            self._journal(batch.batch_id)
             self._write_part(frame, batch)
         except Exception as exc:
             self._remove_part(batch.batch_id)
