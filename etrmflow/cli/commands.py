@@ -14,6 +14,7 @@ from etrmflow.cli.progress import choose_display, showing
 from etrmflow.cli.summary import describe_plan, describe_results, plugin_rows
 from etrmflow.compile import compile_plan
 from etrmflow.config.check import did_you_mean
+from etrmflow.config.outputs import check_shared_outputs
 from etrmflow.config.preflight import check_secrets
 from etrmflow.config.project import (
     Project,
@@ -97,6 +98,7 @@ def load(state: State, paths: tuple[Path, ...], vars_text: str | None,
             resolved.append(project.resolve(path))
         except ConfigError as exc:
             issues.extend(exc.issues)
+    issues.extend(check_shared_outputs(resolved, project.registry, str(project.root)))
     issues.raise_if_any()
     return project, resolved
 

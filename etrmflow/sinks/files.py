@@ -62,6 +62,14 @@ if TYPE_CHECKING:
 class StagedSink(Sink):
     """Stages batches in a folder and swaps the finished output in at close."""
 
+    @classmethod
+    def written_output(cls, options: Any, project_dir: str) -> tuple[str, bool]:
+        """The file or folder, and whether the run replaces it as a whole (``replace``, the
+        default): two sinks of one run must not both write it (``etrmflow.config.outputs``)."""
+        path = Path(options["path"]).expanduser()
+        target = path if path.is_absolute() else Path(project_dir) / path
+        return str(target.resolve()), options.get("mode", "replace") == "replace"
+
     def open(self, context: SinkContext) -> None:
         super().open(context)
         self.path = resolve_path(context, self.options["path"])

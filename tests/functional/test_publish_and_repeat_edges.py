@@ -559,20 +559,15 @@ def test_a_checkpoint_that_cannot_be_written_fails_the_pipeline_resumable_and_th
 
 
 
-@pytest.mark.xfail(strict=True, reason="two csv sinks of one run (here of two pipelines) with the same path: "
-                   "the file holds only the last one's rows while both report theirs written (side by side, "
-                   "with --threads 2, they share one staging folder, and one fails with a confusing missing "
-                   "file, or worse, by timing). A check at compile time (not in the sinks' files) should "
-                   "refuse two replacing sinks on one path")
 def test_two_pipelines_writing_one_csv_path_are_refused_rather_than_one_losing_its_rows(
         deal_vendor: DealVendor, etrmflow_project: EtrmflowProject) -> None:
     project = deal_project(etrmflow_project, deal_vendor, "  - {type: csv, path: target/deals.csv}\n")
-    project.write({"pipelines/deals_eu.yml": pipeline_yaml("deals_eu", "  - {type: csv, path: target/deals.csv}\n",
+    project.write({"pipelines/deals_eu.yml": pipeline_yaml("deals_eu", "  - {type: csv, path: ./target/deals.csv}\n",
                                                            stream="ref")})
-    deal_vendor.ref_pages = [[deal(101), deal(102)]]
 
     result = project.run("run", "pipelines/deals.yml", "pipelines/deals_eu.yml")
 
-    written = {p["name"]: p["counts"]["written"] for p in project.run_results()["pipelines"]}
-    assert written == {"deals": 5, "deals_eu": 2}
-    assert result.exit_code != 0 or len(csv_deals(project.path("target/deals.csv"))) == 7
+    assert result.exit_code == 2, result.output
+    assert "pipelines/deals_eu.yml:" in result.output
+    assert "which pipelines/deals.yml sinks[0] (csv) also writes in this run" in result.output
+    assert not project.path("target/deals.csv").exists()
