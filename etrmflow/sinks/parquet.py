@@ -233,17 +233,17 @@ class ParquetSink(StagedSink):
         staged = sorted(self.staging.rglob("part-*.parquet"))
         kept = self._kept_parts(staged)
         remove_rewrites(self.staging)
-        if kept:
+        if self.mode != "replace":
             remove_rewrites(self.path)
         advice = (f"declare the field in contract '{contract.name}' (a type every page is checked against) "
                   f"or convert it with a cast step; nothing was published, {self.path} is as it was")
         types = contract.column_types()
         unified, schemas = unified_schema([*staged, *kept], lambda names: [
-            c for c in ordered_columns(types, names) if c in names], advice)
-        for part, schema in schemas.items():
-            wanted = part_schema(unified, part, self.staging if part.is_relative_to(self.staging) else self.path)
-            if needs_rewrite(schema, wanted):
-                rewrite(part, wanted, self.options.get("compression", "zstd"), advice)
+            c for c in ordered_columns(types, names) if c in names], advice, self.path)
+        wanted = {part: part_schema(unified, part, self.staging if part.is_relative_to(self.staging) else self.path)
+                  for part in schemas}
+        rewrite({part: schema for part, schema in wanted.items() if needs_rewrite(schemas[part], schema)},
+                self.options.get("compression", "zstd"), advice, self.path)
 
     def _kept_parts(self, staged: list[Path]) -> list[Path]:
         """Published parts that stay next to this run's: in append mode those no staged part
@@ -273,6 +273,11 @@ class ParquetSink(StagedSink):
                             lineage(batch, utc_now_iso()), decimal_specs(self.context.contract))
         compression = self.options.get("compression", "zstd")
         if self.options.get("partition_by"):
+            absent = [c for c in self.options["partition_by"] if c not in table.column_names]
+            if absent:  # pyarrow would only say 'Field "venue" does not exist in schema'
+                raise ValueError(f"partition column {', '.join(absent)} is neither in contract "
+                                 f"'{self.context.contract.name}' nor in the batch, so its rows have no partition: "
+                                 f"declare the field in the contract (required), or set it with a step (derive)")
             pq.write_to_dataset(table, str(self.staging), partition_cols=list(self.options["partition_by"]),
                                 basename_template=f"part-{batch.batch_id}-{{i}}.parquet",
                                 existing_data_behavior="overwrite_or_ignore", compression=compression)

@@ -10,7 +10,7 @@ it. So before the sink publishes, it works out the one schema of every part the 
 will hold and rewrites the parts that differ: a missing column is added empty, and a type is
 widened only where every value stays what it is:
 
-* ``null`` (no value) takes any type;
+* ``null`` (no value) takes any type, and so does a column without a value in a part;
 * decimals take the larger scale and integer digits (``decimal128(38, 2)`` and
   ``decimal128(38, 6)`` give ``decimal128(38, 6)``), integers join decimals as exact digits;
 * integers of different widths give ``int64``; integers and floats give ``float64`` (an
@@ -19,8 +19,13 @@ widened only where every value stays what it is:
 
 Any other pair (text and numbers, floats and decimals, ...) is an error naming the column, the
 two types and a part of each, before any file is rewritten: no type holds both without changing
-a value. Parts are rewritten one record batch at a time (bounded memory) into a hidden file
-that replaces the part by a rename, so a reader sees the old or the new part, never half.
+a value. Parts are rewritten one record batch at a time (bounded memory), each into a hidden
+file beside it; only once every one is written are they renamed over their parts. A value the
+wider type cannot hold (30 integer digits at scale 2 next to a scale of 10, an integer beyond 2**53
+next to floats) is found while writing, so it fails the run with every part as it was: in
+``append`` and ``replace_partition`` modes those include parts earlier runs published, which a
+reader would otherwise find half rewritten, their first part's schema no longer holding a value
+of another. A reader sees each part old or new, never half.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from etrmflow.errors import SinkError
 
 if TYPE_CHECKING:
     import pyarrow as pa
+    import pyarrow.parquet as pq
 
 log = logging.getLogger("etrmflow.sink")
 
@@ -101,32 +107,84 @@ def _integer_digits(t: pa.DataType) -> int:
     return len(str(2 ** t.bit_width - 1 if not _signed(t) else 2 ** (t.bit_width - 1)))
 
 
-def unified_schema(parts: Iterable[Path], order: Callable[[list[str]], list[str]],
-                   advice: str) -> tuple[pa.Schema, dict[Path, pa.Schema]]:
+def unified_schema(parts: Iterable[Path], order: Callable[[list[str]], list[str]], advice: str,
+                   published: Path | None = None) -> tuple[pa.Schema, dict[Path, pa.Schema]]:
     """The schema every part should have (columns in ``order``), and each part's own.
 
-    Raises SinkError, naming a column, its two types and a part of each, when no type holds
-    both; ``advice`` says how to fix that.
+    A column without a value in a part counts as ``null`` there, whatever its type: an earlier
+    publish gave it the type of the other parts' values, which says nothing about this part (a
+    partition whose text a replace_partition run replaced with numbers leaves other partitions
+    with an empty text column). Raises SinkError, naming a column and a part holding each of two
+    types no type holds both of; ``advice`` says how to fix that. ``published``: the output
+    folder, whose parts earlier runs published (said so, with what else fixes it).
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    schemas = {part: pq.read_schema(part) for part in parts}
+    schemas: dict[Path, pa.Schema] = {}
     types: dict[str, pa.DataType] = {}
-    where: dict[str, Path] = {}
-    for part, schema in schemas.items():
+    empty: dict[str, pa.DataType | None] = {}
+    """The type of a column that no part has a value in: what its empty parts have, if one."""
+    seen: dict[str, dict[pa.DataType, Path]] = {}
+    """Per column, each type found and the first part holding it: what a conflict names."""
+    for part in parts:
+        metadata = pq.read_metadata(part)
+        schemas[part] = schema = metadata.schema.to_arrow_schema()
+        without_values = _empty_columns(metadata)
         for field in schema:
+            if field.name in without_values:
+                known = empty.get(field.name, field.type)
+                empty[field.name] = None if known is None else common_type(known, field.type)
+                field = pa.field(field.name, pa.null())
+            seen.setdefault(field.name, {}).setdefault(field.type, part)
             known = types.get(field.name)
-            if known is None:
-                types[field.name], where[field.name] = field.type, part
-                continue
-            common = common_type(known, field.type)
+            common = field.type if known is None else common_type(known, field.type)
             if common is None:
-                raise SinkError(f"column {field.name} is {known} in part {where[field.name].name} but "
-                                f"{field.type} in part {part.name}: no type holds both without changing "
-                                f"values, so the folder would not read as one dataset; {advice}")
+                raise SinkError(_conflict(field, part, seen[field.name], advice, published))
             types[field.name] = common
+    for name, kind in types.items():
+        if pa.types.is_null(kind):
+            types[name] = empty.get(name) or kind
     return pa.schema([pa.field(name, types[name]) for name in order(list(types))]), schemas
+
+
+def _empty_columns(metadata: pq.FileMetaData) -> set[str]:
+    """The part's (top-level) columns in which every row is null, by its statistics."""
+    nulls: dict[str, int] = {}
+    unknown: set[str] = set()
+    for index in range(metadata.num_row_groups):
+        group = metadata.row_group(index)
+        for column in range(group.num_columns):
+            chunk = group.column(column)
+            statistics = chunk.statistics
+            if statistics is None or not statistics.has_null_count:
+                unknown.add(chunk.path_in_schema)
+            else:
+                nulls[chunk.path_in_schema] = nulls.get(chunk.path_in_schema, 0) + statistics.null_count
+    return {name for name, count in nulls.items() if count == metadata.num_rows and name not in unknown}
+
+
+def _conflict(field: pa.Field, part: Path, seen: dict[pa.DataType, Path], advice: str,
+              published: Path | None) -> str:
+    """What is wrong and how to fix it, naming a part of each type: one whose own type
+    ``field`` conflicts with (the type built up so far may be another part's)."""
+    other, where = next(((t, p) for t, p in seen.items() if common_type(t, field.type) is None),
+                        next(iter(seen.items())))
+    kept = [t for t, p in ((other, where), (field.type, part)) if published and p.is_relative_to(published)]
+    text = (f"column {field.name} is {other} in part {_named(where, published)} but {field.type} in part "
+            f"{_named(part, published)}: no type holds both without changing values, so the folder would not "
+            f"read as one dataset; ")
+    if kept:  # declaring the field does not change what the published parts hold
+        text += (f"the published parts hold it as {kept[0]}: give the column that type in a step, or write "
+                 f"the whole folder again with mode: replace; or ")
+    return text + advice
+
+
+def _named(part: Path, published: Path | None) -> str:
+    """A part's file name, and where it is when an earlier run published it."""
+    if published is not None and part.is_relative_to(published):
+        return f"{part.name} (published in {published} by an earlier run)"
+    return part.name
 
 
 def part_schema(unified: pa.Schema, part: Path, root: Path) -> pa.Schema:
@@ -145,23 +203,42 @@ def needs_rewrite(schema: pa.Schema, wanted: pa.Schema) -> bool:
     return any(mine.get(field.name) != field.type for field in wanted)
 
 
-def rewrite(part: Path, unified: pa.Schema, compression: str, advice: str) -> None:
-    """Rewrite ``part`` with ``unified``'s columns: missing ones empty, others cast safely."""
+def rewrite(parts: dict[Path, pa.Schema], compression: str, advice: str, published: Path | None = None) -> None:
+    """Rewrite each part with its schema (missing columns empty, others cast safely): every new
+    version is written beside its part before any is renamed over it, so that a value a cast
+    refuses leaves every part as it was. A run killed among the renames leaves a published
+    folder readable: its parts had one schema, so each holds values of that type, whether the
+    first part (whose schema a reader takes) is old or new; the next run finishes the others."""
+    written: list[tuple[Path, Path]] = []
+    try:
+        for part, schema in parts.items():
+            written.append((_written_beside(part, schema, compression, advice, published), part))
+    except BaseException:
+        for temporary, _ in written:
+            temporary.unlink(missing_ok=True)
+        raise
+    for temporary, part in written:
+        os.replace(temporary, part)
+
+
+def _written_beside(part: Path, schema: pa.Schema, compression: str, advice: str,
+                    published: Path | None) -> Path:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    temporary = part.with_name(f"{_REWRITING}{part.name}")
+    temporary, named = part.with_name(f"{_REWRITING}{part.name}"), _named(part, published)
     try:
-        with pq.ParquetFile(part) as source, pq.ParquetWriter(temporary, unified, compression=compression) as out:
+        with pq.ParquetFile(part) as source, pq.ParquetWriter(temporary, schema, compression=compression) as out:
             for batch in source.iter_batches():
                 out.write_batch(pa.RecordBatch.from_arrays(
-                    [_conformed(batch, field, part, advice) for field in unified], schema=unified))
-        os.replace(temporary, part)
-    finally:
+                    [_conformed(batch, field, named, advice) for field in schema], schema=schema))
+    except BaseException:
         temporary.unlink(missing_ok=True)
+        raise
+    return temporary
 
 
-def _conformed(batch: pa.RecordBatch, field: pa.Field, part: Path, advice: str) -> pa.Array:
+def _conformed(batch: pa.RecordBatch, field: pa.Field, part: str, advice: str) -> pa.Array:
     import pyarrow as pa
 
     index = batch.schema.get_field_index(field.name)
@@ -170,10 +247,12 @@ def _conformed(batch: pa.RecordBatch, field: pa.Field, part: Path, advice: str) 
     column = batch.column(index)
     if column.type == field.type:
         return column
+    if column.null_count == len(column):  # no value: a column of the type (see unified_schema)
+        return pa.nulls(len(column), field.type)
     try:
         return column.cast(field.type)  # safe: refuses what it would round, cut or overflow
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-        raise SinkError(f"column {field.name} of part {part.name} is {column.type}, and the other parts "
+        raise SinkError(f"column {field.name} of part {part} is {column.type}, and the other parts "
                         f"need {field.type}, which cannot hold its values unchanged ({exc}); {advice}") from None
 
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from etrmflow.components import BatchInfo, SinkContext
 from etrmflow.errors import SinkError
-from etrmflow.sinks.common import lineage, ordered_columns, utc_now_iso
+from etrmflow.sinks.common import all_missing, lineage, ordered_columns, utc_now_iso
 from etrmflow.sinks.pg_connect import ConnectionSpec, describe_server, scrub
 from etrmflow.sinks.pg_tables import (
     LINEAGE_TYPES,
@@ -204,7 +204,10 @@ class PostgresSink(TableSink):
             elif name in self._types:
                 wanted[name] = declared_type(self._types[name], self._decimals.get(name), series)
             elif series is not None and not self._waits_for_values(name, series):
-                wanted[name] = frame_type(series)
+                # A batch without a value keeps the column's type (typed by values it has none:
+                # text, which a numeric column would refuse for no value's sake).
+                wanted[name] = self._columns[name] if name in self._columns and all_missing(series) \
+                    else frame_type(series)
         return wanted
 
     def _ensure_columns(self, frame: pd.DataFrame | None) -> None:

@@ -384,8 +384,8 @@ class SqliteSink(TableSink):
         if declared in ("REAL", "INTEGER"):
             _check_numbers(values, declared)
             return values
-        # SQLite would turn a float into TEXT with 15 significant digits; repr keeps them all.
-        if declared != "TEXT" or float not in set(map(type, values)):
+        # SQLite would turn a float into TEXT (or DECIMAL_TEXT) with 15 significant digits; repr keeps them all.
+        if "TEXT" not in (declared or "").upper() or float not in set(map(type, values)):
             return values
         return [repr(v) if type(v) is float else v for v in values]  # column values hold exact floats
 
