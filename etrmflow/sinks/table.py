@@ -3,6 +3,7 @@ and the checks that a mode has what it needs (a key to upsert on, columns to par
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from etrmflow.components import Sink, SinkContext
@@ -41,6 +42,23 @@ class TableSink(Sink):
     _label: str
     _columns: dict[str, str]
     """The table's columns as they are now (read by the subclass)."""
+
+    @classmethod
+    def written_output(cls, options: Any, project_dir: str) -> tuple[str, bool]:
+        """The table, and whether the run replaces it (``mode: replace``): two sinks of one run
+        must not both write a table one of them replaces (``etrmflow.config.outputs``)."""
+        return f"{cls._database(options, project_dir)}#{options['table']}", options.get("mode", "upsert") == "replace"
+
+    @classmethod
+    def _database(cls, options: Any, project_dir: str) -> str:
+        """Where the table lives: a database file (a ``path`` option) by its resolved path, a
+        server by its connection options."""
+        path_option = cls.options_schema.get("properties", {}).get("path")
+        if path_option is not None:
+            path = Path(options.get("path", path_option.get("default", ""))).expanduser()
+            return str((path if path.is_absolute() else Path(project_dir) / path).resolve())
+        names = ("dsn", "host", "port", "dbname", "schema")
+        return " ".join(f"{name}={options[name]}" for name in names if name in options) or "(default server)"
 
     def __init__(self, options: Any) -> None:
         super().__init__(options)
