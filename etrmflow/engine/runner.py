@@ -149,11 +149,14 @@ async def run_pipeline(plan: Plan, pipeline: PipelinePlan, registry: Registry, o
     ok = False
     transport: Any = None
     try:
-        start = starting_point(checkpoint, options, result)
+        # In the worker: a resume hashes the reference data, and building validators reads it;
+        # the event loop keeps fetching for the run's other pipelines meanwhile.
+        start = await loop.run_in_executor(executor, starting_point, checkpoint, options, result)
         audit = AuditLog(Path(plan.target_dir) / AUDIT_LOG)
         await _audit(executor, audit, result, events.run_started(resumed_from_page=result.resumed_from_page))
-        processor = build_processor(plan, pipeline, registry, result.run_id, resume=start is not None,
-                                    secrets=options.secrets, clock=options.clock)
+        processor = await loop.run_in_executor(executor, functools.partial(
+            build_processor, plan, pipeline, registry, result.run_id, resume=start is not None,
+            secrets=options.secrets, clock=options.clock))
         result.dead_letter = processor.dead_letter.describe()
         await loop.run_in_executor(executor, processor.open)
         transport = build_transport(plan, pipeline, registry, options)
