@@ -41,7 +41,10 @@ def exact_float(value: decimal.Decimal) -> float:
     number = float(value)
     if not value.is_finite() or decimal.Decimal(repr(number)) != value:
         raise ValueError(f"decimal {value} cannot be stored as a float without rounding; "
-                         f"declare the column as a string in the contract to keep every digit")
+                         f"the column is a float column (made before the field was declared money, or "
+                         f"typed from floats): declare it with x-etrmflow-decimal in the contract, and "
+                         f"move the existing table or folder aside so that it is made again with an "
+                         f"exact type")
     return number
 
 
