@@ -79,14 +79,14 @@ def _handler(vendor: ScriptedVendor) -> type[BaseHTTPRequestHandler]:
             if not isinstance(answer, Answer):
                 answer = Answer(body=answer)
             body = answer.body if isinstance(answer.body, bytes) else json.dumps(answer.body).encode()
-            self.send_response(answer.status)
             headers = {"Content-Type": "application/json", **answer.headers, "Content-Length": str(len(body))}
-            for name, value in headers.items():
-                self.send_header(name, value)
-            self.end_headers()
             try:
+                self.send_response(answer.status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.end_headers()
                 self.wfile.write(body)
-            except OSError:  # the client went away (a run killed on purpose)
+            except OSError:  # the client went away (a run killed on purpose), maybe before the headers
                 pass
 
         do_GET = do_POST = do_PUT = do_DELETE = _serve  # the http.server API names them

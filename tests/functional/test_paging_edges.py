@@ -9,13 +9,10 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -25,6 +22,8 @@ from etrmflow.testing import (
     EtrmflowProject,
     ExpectedRecords,
     SandboxFactory,
+    ScriptedRequest,
+    ScriptedVendor,
     expected_settlements,
     expected_trades,
 )
@@ -218,39 +217,20 @@ def test_kill_9_then_resume_a_next_link_walk_against_an_in_process_sandbox(tmp_p
 
 # --- a vendor that loops -----------------------------------------------------------------------
 
-class _LoopingVendor(BaseHTTPRequestHandler):
+def _looping(request: ScriptedRequest) -> dict[str, Any]:
     """Three pages of two trades; the third page points back to the second (a cursor seen
     before, or a next link to an earlier page)."""
-
-    def do_GET(self) -> None:
-        parts = urlsplit(self.path)
-        query = {key: values[0] for key, values in parse_qs(parts.query).items()}
-        page = int(query.get("cursor", query.get("page", "1")))
-        following = {1: "2", 2: "3", 3: "2"}[page]
-        trades = [trade(i, 7) for i in range(2 * page - 2, 2 * page)]
-        if parts.path == "/cursor":
-            body = {"trades": trades, "next_cursor": following}
-        else:
-            body = {"trades": trades, "links": [{"rel": "next", "href": f"/links?page={following}"}]}
-        raw = json.dumps(body).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(raw)))
-        self.end_headers()
-        self.wfile.write(raw)
-
-    def log_message(self, *args: Any) -> None:
-        pass
+    page = int(request.query.get("cursor", request.query.get("page", "1")))
+    following = {1: "2", 2: "3", 3: "2"}[page]
+    trades = [trade(i, 7) for i in range(2 * page - 2, 2 * page)]
+    if request.path == "/cursor":
+        return {"trades": trades, "next_cursor": following}
+    return {"trades": trades, "links": [{"rel": "next", "href": f"/links?page={following}"}]}
 
 
 @pytest.fixture
-def looping_vendor() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _LoopingVendor)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+def looping_vendor(scripted_vendor: Callable[[Callable[[ScriptedRequest], Any]], ScriptedVendor]) -> str:
+    return scripted_vendor(_looping).url
 
 
 @pytest.mark.parametrize("path,paginator,looped", [

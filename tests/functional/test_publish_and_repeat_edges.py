@@ -1,7 +1,7 @@
 """Edges of the staged-file publish, the repeated-page guard and the resume checks, over real
 loopback HTTP with the real CLI: a resumed run must finish what its run started with every record
 once, a repeated-page guard must not refuse a legitimate walk, and a refusal must survive
-``--resume``. The vendor is a tiny http.server whose pages a test changes between runs."""
+``--resume``. The vendor is a tiny scripted vendor whose pages a test changes between runs."""
 
 from __future__ import annotations
 
@@ -13,17 +13,20 @@ import shutil
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from etrmflow.testing import EtrmflowProject, SandboxFactory
+from etrmflow.testing import (
+    Answer,
+    EtrmflowProject,
+    SandboxFactory,
+    ScriptedRequest,
+    ScriptedVendor,
+)
 
 from . import REPO
 from .test_repeated_pages import TinyVendor, _first_trades, _tiny
@@ -97,40 +100,29 @@ class DealVendor:
         """What ``/ref`` answers, if not ``pages``."""
         self.failing: set[tuple[Any, ...]] = set()
         self.before_page: dict[int, Callable[[], None]] = {}
-        self.requests: list[str] = []
-        vendor = self
+        self.server = ScriptedVendor(self.answer)
+        self.url = self.server.url
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # the http.server API names it
-                vendor.requests.append(self.path)
-                status, body = vendor.answer(self.path)
-                raw = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(raw)))
-                self.end_headers()
-                self.wfile.write(raw)
+    @property
+    def requests(self) -> list[ScriptedRequest]:
+        """Every request it was sent, in order."""
+        return self.server.requests
 
-            def log_message(self, *args: Any) -> None:
-                pass
+    def close(self) -> None:
+        self.server.close()
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def answer(self, target: str) -> tuple[int, Any]:
-        parts = urlsplit(target)
-        query = {key: values[0] for key, values in parse_qs(parts.query).items()}
+    def answer(self, request: ScriptedRequest) -> Any:
+        path, query = request.path, request.query
         number = int(query.get("page", "1"))
-        if {(parts.path, number), (parts.path, query.get("day"), number)} & self.failing:
-            return 503, {"error": "unavailable"}
-        if parts.path == "/tariff":  # two pages of 12 hours a day
+        if {(path, number), (path, query.get("day"), number)} & self.failing:
+            return Answer({"error": "unavailable"}, status=503)
+        if path == "/tariff":  # two pages of 12 hours a day
             hours = [{"hour": h, "price": 12.5} for h in range(12 * (number - 1), 12 * number)]
-            return 200, {"hours": hours, "more": number < 2}
+            return {"hours": hours, "more": number < 2}
         if number in self.before_page:
             self.before_page[number]()
-        pages = self.ref_pages if parts.path == "/ref" and self.ref_pages else self.pages
-        return 200, {"deals": pages[number - 1], "more": number < len(pages)}
+        pages = self.ref_pages if path == "/ref" and self.ref_pages else self.pages
+        return {"deals": pages[number - 1], "more": number < len(pages)}
 
 
 def deal(number: int, version: int = 1, price: float = 40.45) -> dict[str, Any]:
@@ -141,16 +133,14 @@ def deal(number: int, version: int = 1, price: float = 40.45) -> dict[str, Any]:
 def tiny_vendor() -> Iterator[TinyVendor]:
     vendor = TinyVendor()
     yield vendor
-    vendor.server.shutdown()
-    vendor.server.server_close()
+    vendor.close()
 
 
 @pytest.fixture
 def deal_vendor() -> Iterator[DealVendor]:
     vendor = DealVendor([[deal(1), deal(2)], [deal(3), deal(4)], [deal(5)]])
     yield vendor
-    vendor.server.shutdown()
-    vendor.server.server_close()
+    vendor.close()
 
 
 def pipeline_yaml(name: str, sinks: str, *, stream: str = "deals", contract: str = "deal",

@@ -12,12 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
 import urllib.request
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -25,7 +22,14 @@ from etrmflow.engine.resume import REMEMBERED_PAGES
 from etrmflow.engine.runner import PAGES_IN_FLIGHT
 from etrmflow.sandbox import SandboxConfig
 from etrmflow.sandbox.data import trade, trade_id
-from etrmflow.testing import EtrmflowProject, SandboxFactory, expected_trades
+from etrmflow.testing import (
+    Answer,
+    EtrmflowProject,
+    SandboxFactory,
+    ScriptedRequest,
+    ScriptedVendor,
+    expected_trades,
+)
 
 from . import FAST_RETRY, PIPELINE, REPO, TRADES, connector_yaml, sandbox_project
 
@@ -166,56 +170,44 @@ class TinyVendor:
         self.trades = 6
         self.announced: int | None = None
         self.loop_to: str | None = None
-        self.requests = 0
-        vendor = self
+        self.server = ScriptedVendor(self.answer)
+        self.url = self.server.url
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # the http.server API names it
-                vendor.requests += 1
-                status, body = vendor.answer(self.path)
-                raw = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(raw)))
-                self.end_headers()
-                self.wfile.write(raw)
+    @property
+    def requests(self) -> int:
+        """How many requests it was sent."""
+        return len(self.server.requests)
 
-            def log_message(self, *args: Any) -> None:
-                pass
+    def close(self) -> None:
+        self.server.close()
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def answer(self, path: str) -> tuple[int, Any]:
-        parts = urlsplit(path)
-        query = {key: values[0] for key, values in parse_qs(parts.query).items()}
-        if parts.path == "/tariffs":  # a fixed tariff: the same hours every day, the day in the envelope
+    def answer(self, request: ScriptedRequest) -> Any:
+        path, query = request.path, request.query
+        if path == "/tariffs":  # a fixed tariff: the same hours every day, the day in the envelope
             day = int(query["page"])
-            return 200, {"day": f"2025-01-{day:02d}", "hours": [{"hour": h, "price": 12.5} for h in range(3)],
-                         "next_page": day < 3}
-        start = (int(query["offset"]) if parts.path == "/offset"
+            return {"day": f"2025-01-{day:02d}", "hours": [{"hour": h, "price": 12.5} for h in range(3)],
+                    "next_page": day < 3}
+        start = (int(query["offset"]) if path == "/offset"
                  else (int(query.get("page", query.get("cursor", "1"))) - 1) * SIZE)
         records = [trade(i, 7) for i in range(start, min(start + SIZE, self.trades))]
         if not records:
-            return 404, {"error": "no_trades"}
+            return Answer({"error": "no_trades"}, status=404)
         page = start // SIZE + 1
-        if parts.path == "/offset":
-            return 200, {"items": records, "total": self.announced or self.trades}
-        if parts.path == "/cursor":
+        if path == "/offset":
+            return {"items": records, "total": self.announced or self.trades}
+        if path == "/cursor":
             last = page * SIZE >= self.trades
             following = self.loop_to if last and self.loop_to else str(page + 1)  # a cursor after a full page
-            return 200, {"trades": records, "next_cursor": following}
+            return {"trades": records, "next_cursor": following}
         pages = self.announced or -(-self.trades // SIZE)
-        return 200, {"data": records, "total_pages": pages, "next_page": len(records) == SIZE}
+        return {"data": records, "total_pages": pages, "next_page": len(records) == SIZE}
 
 
 @pytest.fixture
 def tiny_vendor() -> Iterator[TinyVendor]:
     vendor = TinyVendor()
     yield vendor
-    vendor.server.shutdown()
-    vendor.server.server_close()
+    vendor.close()
 
 
 def _tiny(project: EtrmflowProject, vendor: TinyVendor, path: str, records: str, paginator: str,

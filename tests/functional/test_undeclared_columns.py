@@ -12,15 +12,12 @@ are worked out here from the pages, not by the sinks; every output is read back 
 from __future__ import annotations
 
 import csv
-import json
 import os
 import re
 import sqlite3
 import threading
-import urllib.parse
 from collections.abc import Iterator
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +31,12 @@ from etrmflow.components import BatchInfo, ContractInfo, SinkContext
 from etrmflow.errors import SinkError
 from etrmflow.sinks import ParquetSink, SqliteSink
 from etrmflow.sinks.parquet_schema import common_type
-from etrmflow.testing import EtrmflowProject, PostgresDatabase
+from etrmflow.testing import (
+    EtrmflowProject,
+    PostgresDatabase,
+    ScriptedRequest,
+    ScriptedVendor,
+)
 
 from . import REPO, kill_mid_run
 from .test_postgres_runs import DSN, database_env
@@ -76,38 +78,19 @@ class Vendor:
         self.pages: list[list[dict[str, Any]]] = []
         self.hang_at: int | None = None
         self.release = threading.Event()
-        vendor = self
+        self.server = ScriptedVendor(self.answer)
+        self.url = self.server.url
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # the http.server API names it
-                query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
-                number = int(query.get("page", ["1"])[0])
-                if number == vendor.hang_at:
-                    vendor.release.wait(60)
-                records = vendor.pages[number - 1] if 0 < number <= len(vendor.pages) else []
-                body = json.dumps({"deals": records, "total_pages": len(vendor.pages)}).encode()
-                try:
-                    self.send_response(200)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(body)))
-                    self.end_headers()
-                    self.wfile.write(body)
-                except OSError:  # the run that asked was killed meanwhile
-                    pass
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+    def answer(self, request: ScriptedRequest) -> dict[str, Any]:
+        number = int(request.query.get("page", "1"))
+        if number == self.hang_at:
+            self.release.wait(60)
+        records = self.pages[number - 1] if 0 < number <= len(self.pages) else []
+        return {"deals": records, "total_pages": len(self.pages)}
 
     def close(self) -> None:
         self.release.set()
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.close()
 
 
 @pytest.fixture
