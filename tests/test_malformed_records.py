@@ -373,3 +373,21 @@ def test_a_record_nested_deeper_than_orjson_writes_is_loaded_or_quarantined_as_s
     assert project.query("SELECT payload FROM deals") == [(compact,)]
     (line,) = project.path("target/dead_letter/deals.jsonl").read_text(encoding="utf-8").splitlines()
     assert f'"payload":{compact}' in line and '"deal_id":"D-2"' in line
+
+
+def test_a_number_key_longer_than_a_double_is_quarantined_rather_than_merged_with_another(
+        project: EtrmflowProject, vendor: Vendor) -> None:
+    project.write({"contracts/deal.yml": CONTRACT.replace("primary_key: [deal_id]", "primary_key: [deal_id, rate]")
+                   .replace("note: {type: string}", "note: {type: string}\n    rate: {type: number}")})
+    sent = ['{"deal_id": "D-1", "version": 1, "price": 1.5, "rate": 0.10000000000000000001}',
+            '{"deal_id": "D-1", "version": 1, "price": 2.5, "rate": 0.10000000000000000002}',
+            '{"deal_id": "D-1", "version": 1, "price": 3.5, "rate": 0.10000000000000001}']  # the double 0.1, as %.17g
+    vendor.serve("[" + ", ".join(sent) + "]")
+
+    result = project.run("run", "pipelines/deals.yml")
+
+    assert result.exit_code == 0, result.output
+    assert project.query("SELECT deal_id, price, rate FROM deals") == [("D-1", "3.50", 0.1)]
+    letters = exact_letters(project)
+    assert [letter["record"] for letter in letters] == [exact(text) for text in sent[:2]]
+    assert all(letter["violations"][-1]["keyword"] == "x-etrmflow-key" for letter in letters)

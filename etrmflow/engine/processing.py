@@ -40,6 +40,7 @@ from etrmflow.jsontext import JsonNumber
 from etrmflow.plan import PipelinePlan
 from etrmflow.secrets import REDACTOR, redact
 from etrmflow.validation.decimal_fields import DecimalFields
+from etrmflow.validation.decimals import decimal_columns
 
 log = logging.getLogger("etrmflow.run")
 
@@ -86,6 +87,32 @@ def integer_fields(schema: Mapping[str, Any]) -> frozenset[str]:
     return frozenset(name for name, kind in kinds.items()
                      if "integer" in (kind if isinstance(kind, list) else [kind])
                      and "number" not in (kind if isinstance(kind, list) else [kind]))
+
+
+def double_key_fields(primary_key: Sequence[str], schema: Mapping[str, Any]) -> tuple[str, ...]:
+    """Key fields stored as doubles: typed ``number`` and not declared exact money."""
+    properties = schema.get("properties") if isinstance(schema, Mapping) else None
+    if not isinstance(properties, Mapping):
+        return ()
+    money = decimal_columns(schema)
+    kinds = {name: properties[name].get("type") for name in primary_key if isinstance(properties.get(name), Mapping)}
+    return tuple(name for name, kind in kinds.items()
+                 if name not in money and "number" in (kind if isinstance(kind, list) else [kind]))
+
+
+def _refuse_inexact_keys(records: list[Any], verdicts: list[list[Violation]], keys: tuple[str, ...]) -> None:
+    """A key a double cannot hold (``JsonNumber``) would share its row with every other key of
+    the same double: such a record is quarantined rather than merged into another."""
+    for row, record in enumerate(records):
+        if not isinstance(record, dict):
+            continue
+        for key in keys:
+            if type(record.get(key)) is JsonNumber:
+                verdicts[row].append(Violation(
+                    pointer=f"/{key}", keyword="x-etrmflow-key", validator="etrmflow",
+                    message=f"key field {key} is {record[key]!r}, more digits than the double it is stored as "
+                            f"keeps, so two such keys could become one row; declare it an integer, a string or "
+                            f"exact money (x-etrmflow-decimal)"))
 
 
 def _whole(value: Any) -> Any:
@@ -149,6 +176,7 @@ class PageProcessor:
         self.drift = DriftCounter(plan.contract.schema)
         self.decimals = DecimalFields(plan.contract.schema)
         self.integers = integer_fields(plan.contract.schema)
+        self.double_keys = double_key_fields(plan.contract.primary_key, plan.contract.schema)
         self.quarantined: tuple[int, str, int, int] | None = None
         """``(page index, batch id, letters, new letters)`` of the last page whose invalid records
         were stored: evidence for the audit even when a later stage of that page fails."""
@@ -175,6 +203,8 @@ class PageProcessor:
         began = time.perf_counter()
         verdicts = self.validate(page.records)
         holding_secrets = self._holding_secrets(page, verdicts)
+        if self.double_keys:
+            _refuse_inexact_keys(page.records, verdicts, self.double_keys)
         self._lap("validate", began)
         batch = BatchInfo(run_id=self.run_id, batch_id=batch_id(self.plan, self.vars, page),
                           page_sha256=page.sha256, pipeline=self.plan.name)
