@@ -202,9 +202,7 @@ class PageProcessor:
     def process(self, page: Page) -> PageOutcome:
         began = time.perf_counter()
         verdicts = self.validate(page.records)
-        holding_secrets = self._holding_secrets(page, verdicts)
-        if self.double_keys:
-            _refuse_inexact_keys(page.records, verdicts, self.double_keys)
+        holding_secrets = self._holding_secrets(page, verdicts)  # last: it masks every message
         self._lap("validate", began)
         batch = BatchInfo(run_id=self.run_id, batch_id=batch_id(self.plan, self.vars, page),
                           page_sha256=page.sha256, pipeline=self.plan.name)
@@ -239,8 +237,10 @@ class PageProcessor:
         return found
 
     def validate(self, records: list[Any]) -> list[list[Violation]]:
-        # strict: a validator that answers for fewer records must not let the rest pass unchecked
-        return validate_records(self.validators, records)
+        verdicts = validate_records(self.validators, records)
+        if self.double_keys:
+            _refuse_inexact_keys(records, verdicts, self.double_keys)
+        return verdicts
 
     def write(self, records: list[Any], batch: BatchInfo) -> dict[str, int]:
         # Declared money becomes Decimal here, after validation and before any transform.
