@@ -15,6 +15,7 @@ The class of an exception decides what the engine does with it::
     │   └── PaginationError        a walk that loops, never stops or ends short
     ├── TransformError         a transform step failed on the data            -> exit 1
     ├── SinkError              a write failed; the batch was rolled back      -> exit 1
+    ├── StorageError           a file of the run cannot be written (full)     -> exit 1
     └── RunFailed              the run finished but breached a policy          -> exit 1
 
 A malformed record is not an exception: it becomes a violation row for the dead-letter sink.
@@ -24,6 +25,7 @@ Anything else escaping the engine is a bug -> exit 3 with a crash log.
 from __future__ import annotations
 
 import enum
+import errno
 from dataclasses import dataclass, field
 
 
@@ -155,6 +157,65 @@ class SinkError(EtrmflowError):
 
 class RunFailed(EtrmflowError):
     """The run completed but a policy (e.g. a quarantine threshold) says it failed."""
+
+
+class StorageError(EtrmflowError):
+    """A file etrmflow writes for the run could not be written: a full disk, a file size or
+    quota limit, a read-only folder, a file or folder in the way. Not a bug: the message says
+    which file, what the system said and how to go on."""
+
+
+RESUME_HINT = ("`etrmflow run --resume` continues from the last page the run recorded, fetching the pages "
+               "after it again")
+"""How a pipeline stopped by a failed write goes on: nothing after that page counted as done."""
+
+_FULL = ("the disk is full", "free space on it")
+_FOLDER_IN_THE_WAY = ("a folder is in the way of the file", "move the folder away")
+_FILE_IN_THE_WAY = ("a file is in the way of a folder on the path", "move the file away")
+_NO_PERMISSION = ("no permission to write there", "give the account that runs etrmflow write access")
+_OS_PROBLEMS: dict[int, tuple[str, str]] = {
+    errno.ENOSPC: _FULL,
+    errno.EDQUOT: ("the disk quota is used up", "free space or raise the quota"),
+    errno.EFBIG: (("disk full for this file: it reached the largest size that a file size limit (ulimit -f) "
+                   "or the file system allows"), "raise the limit or free space"),
+    errno.EROFS: ("the file system is read-only", "mount it writable or choose another path"),
+    errno.EACCES: _NO_PERMISSION,
+    errno.EPERM: _NO_PERMISSION,
+    errno.EISDIR: _FOLDER_IN_THE_WAY,
+    errno.ENOTDIR: _FILE_IN_THE_WAY,
+    errno.EEXIST: _FILE_IN_THE_WAY,
+}
+_SQLITE_PROBLEMS: dict[str, tuple[str, str]] = {  # by sqlite3.Error.sqlite_errorname prefix
+    "SQLITE_FULL": _FULL,
+    "SQLITE_IOERR": ("a write to the disk failed: a full disk, a file size limit or a failing device",
+                     "free space, raise the limit or check the device"),
+    "SQLITE_CANTOPEN": (("the database file cannot be created or opened there: a folder in the way, or no "
+                         "permission"), "move what is in the way or give write access"),
+    "SQLITE_READONLY": ("the database is read-only", "give write access to the file and its folder"),
+}
+
+
+def disk_problem(exc: BaseException) -> tuple[str, str] | None:
+    """(what it means, what to do) when the disk or the path made a write fail: full, a size
+    or quota limit, read-only, no permission, something in the way; None for anything else.
+    Takes an OSError, or an ``sqlite3.Error`` (SQLite reports a full disk itself)."""
+    found = _OS_PROBLEMS.get(getattr(exc, "errno", None) or -1)
+    if found is not None:
+        return found
+    name = str(getattr(exc, "sqlite_errorname", ""))
+    return next((text for prefix, text in _SQLITE_PROBLEMS.items() if name.startswith(prefix)), None)
+
+
+def write_failure(exc: BaseException, then: str = RESUME_HINT) -> str:
+    """The system's words for a failed write and, when the disk or the path is the cause, what
+    that means, what to do and what ``then`` goes on: "[Errno 28] No space left on device: '...'
+    (the disk is full); free space on it, then `etrmflow run --resume` continues ..."."""
+    said = str(exc) or type(exc).__name__
+    problem = disk_problem(exc)
+    if problem is None:
+        return said
+    meaning, fix = problem
+    return f"{said} ({meaning}); {fix}, then {then}"
 
 
 @dataclass(slots=True)

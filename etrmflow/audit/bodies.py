@@ -23,6 +23,7 @@ from pathlib import Path
 
 from etrmflow.audit.chain import sha256_hex
 from etrmflow.audit.log import AuditError, fsync_directory
+from etrmflow.errors import write_failure
 from etrmflow.secrets import redact
 
 BODIES = "bodies"
@@ -66,10 +67,12 @@ class BodyStore:
             kept = Kept(how="redacted", sha256=sha256_hex(cleaned))
         else:
             kept = Kept(how="verbatim", sha256=sha256)
+        path = self.path(kept.sha256)
         try:
-            self._write_once(self.path(kept.sha256), cleaned)
-        except OSError as exc:
-            raise AuditError(f"cannot keep the response body in {self.root}: {exc}") from exc
+            self._write_once(path, cleaned)
+        except OSError as exc:  # before the page is processed: it is not written, and fetched again
+            raise AuditError(f"cannot keep the response body in {self.root}: writing {path} ({len(cleaned)} "
+                             f"bytes) failed: {write_failure(exc)}") from exc
         return kept
 
     def _write_once(self, path: Path, data: bytes) -> None:

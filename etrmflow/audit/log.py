@@ -19,7 +19,7 @@ import orjson
 
 from etrmflow.audit.chain import GENESIS, encode, seal, sha256_hex
 from etrmflow.clock import utc_timestamp
-from etrmflow.errors import EtrmflowError
+from etrmflow.errors import EtrmflowError, write_failure
 
 try:
     import fcntl
@@ -46,7 +46,8 @@ class AuditLog:
         try:
             return self._append(run_id, pipeline, events)
         except OSError as exc:
-            raise AuditError(f"cannot append to the audit log {self.path}: {exc}") from exc
+            raise AuditError(f"cannot append to the audit log {self.path} (it is left as it was, and the run "
+                             f"does not go on without its entries): {write_failure(exc)}") from exc
 
     def last(self) -> tuple[int, str] | None:
         """The seq and hash of the last entry (None for an empty or missing log): what a run
@@ -64,7 +65,8 @@ class AuditLog:
         created = not self.path.exists()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a+b") as handle, _locked(handle):
-            seq, prev, recovered = _tail(handle, self.path)
+            seq, prev, torn = _tail(handle, self.path)
+            recovered = {"dropped_bytes": len(torn), "dropped_sha256": sha256_hex(torn)} if torn else None
             pending = ([("log_recovered", recovered)] if recovered else []) + list(events)
             entries = []
             for name, fields in pending:
@@ -72,9 +74,7 @@ class AuditLog:
                 entries.append(seal(seq=seq, ts=utc_timestamp(), run_id=run_id, pipeline=pipeline,
                                     event=name, fields=fields, prev=prev))
                 prev = entries[-1]["hash"]
-            handle.write(b"".join(encode(entry) for entry in entries))
-            handle.flush()
-            os.fsync(handle.fileno())
+            _write_or_restore(handle.fileno(), b"".join(encode(entry) for entry in entries), torn)
         if created:
             fsync_directory(self.path.parent)
         return entries
@@ -92,8 +92,26 @@ def _locked(handle: IO[bytes]) -> Iterator[None]:
         fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
-def _tail(handle: IO[bytes], path: Path, repair: bool = True) -> tuple[int, str, dict[str, Any] | None]:
-    """The last entry's seq and hash; a torn last line (a crash mid-append) is cut off and reported.
+def _write_or_restore(fd: int, data: bytes, torn: bytes) -> None:
+    """Append ``data`` durably, or leave the log as it was: a write that fails part-way (a full
+    disk) is cut off again, and the torn bytes ``_tail`` removed are put back, so that the next
+    append still reports them. Unbuffered, so that nothing left in a buffer is written later."""
+    size = os.lseek(fd, 0, os.SEEK_END)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, size)
+            if torn:
+                os.write(fd, torn)
+        raise
+
+
+def _tail(handle: IO[bytes], path: Path, repair: bool = True) -> tuple[int, str, bytes]:
+    """The last entry's seq and hash, and the torn last line (a crash mid-append) cut off.
 
     The torn bytes were never a complete entry (the append that wrote them did not return), so
     they are removed (``repair``; a reader only skips them), and the next entry,
@@ -101,19 +119,19 @@ def _tail(handle: IO[bytes], path: Path, repair: bool = True) -> tuple[int, str,
     """
     size = handle.seek(0, os.SEEK_END)
     if size == 0:
-        return 0, GENESIS, None
+        return 0, GENESIS, b""
     end, text = _last_line(handle, size)
-    recovered = None
+    torn = b""
     if not text.endswith(b"\n"):
         if repair:
             os.ftruncate(handle.fileno(), end)
-        recovered = {"dropped_bytes": len(text), "dropped_sha256": sha256_hex(text)}
+        torn = text
         if end == 0:
-            return 0, GENESIS, recovered
+            return 0, GENESIS, torn
         _, text = _last_line(handle, end)
     try:
         last = orjson.loads(text)
-        return int(last["seq"]), str(last["hash"]), recovered
+        return int(last["seq"]), str(last["hash"]), torn
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
         raise AuditError(f"the last entry of the audit log {path} is unreadable, so nothing can be chained "
                          f"to it; run `etrmflow audit verify --log {path}`") from None

@@ -14,7 +14,7 @@ import orjson
 
 from etrmflow import hookimpl, jsontext
 from etrmflow.components import DeadLetter, DeadLetterSink, SinkContext
-from etrmflow.errors import SinkError
+from etrmflow.errors import SinkError, write_failure
 from etrmflow.sinks.common import resolve_path
 
 log = logging.getLogger("etrmflow.dead_letter")
@@ -172,10 +172,14 @@ class JsonlDeadLetterSink(DeadLetterSink):
     def open(self, context: SinkContext) -> None:
         super().open(context)
         self.path = jsonl_path(self.options, context)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._keys, complete = read_keys(self.path)
-        self._needs_newline = not complete  # never glue a new letter to a cut line
-        self._handle = self.path.open("ab")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._keys, complete = read_keys(self.path)
+            self._needs_newline = not complete  # never glue a new letter to a cut line
+            # Unbuffered: a failed append is cut off again, and no buffer may write it later.
+            self._handle = self.path.open("ab", buffering=0)
+        except OSError as exc:
+            raise SinkError(f"jsonl dead-letter sink: cannot open {self.path}: {write_failure(exc)}") from exc
 
     def write(self, letters: list[DeadLetter]) -> int:
         if self._handle is None:
@@ -211,18 +215,28 @@ class JsonlDeadLetterSink(DeadLetterSink):
         return self.options.get("path") or _default_path(pipeline)
 
     def _append(self, data: bytes) -> None:
+        """All of ``data``, synced, or none of it: letters that did not fit (a full disk) are cut
+        off again, so the page fails before its valid records are written and nothing is half
+        kept; ``run --resume`` stores them with the page."""
+        assert self._handle is not None
+        fd = self._handle.fileno()
+        size = os.lseek(fd, 0, os.SEEK_END)
         try:
-            assert self._handle is not None
-            self._handle.write(data)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
             self._sync()
         except OSError as exc:
-            self._needs_newline = True  # part of it may have reached the file
-            raise SinkError(f"jsonl dead-letter sink: appending to {self.path} failed: {exc}") from exc
+            try:
+                os.ftruncate(fd, size)
+            except OSError:
+                self._needs_newline = True  # part of it stays in the file: the next letter starts a line
+            raise SinkError(f"jsonl dead-letter sink: appending {len(data)} bytes of dead letters to {self.path} "
+                            f"failed, so the page is not written: {write_failure(exc)}") from exc
         self._needs_newline = False
 
     def _sync(self) -> None:
         assert self._handle is not None
-        self._handle.flush()
         os.fsync(self._handle.fileno())
 
 

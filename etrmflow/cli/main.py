@@ -2,7 +2,7 @@
 
 Exit codes:
   0    success (invalid records, if any, were quarantined within policy)
-  1    run failed: a fetch or write failed for good, or a quarantine threshold was breached
+  1    run failed: a fetch or write failed for good (a full disk too), or a quarantine threshold was breached
   2    configuration error, missing secret or credentials the vendor refused: nothing was fetched
   3    internal error: a bug; a crash log was written to the target folder
   130  interrupted (Ctrl-C)
@@ -10,6 +10,7 @@ Exit codes:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -23,14 +24,20 @@ import click
 
 from etrmflow import __version__
 from etrmflow.config.yamlfile import parse_vars_text
-from etrmflow.errors import ConfigError, EtrmflowError, ExitCode
+from etrmflow.errors import (
+    ConfigError,
+    EtrmflowError,
+    ExitCode,
+    StorageError,
+    write_failure,
+)
 from etrmflow.plugins import PluginError, Registry
 from etrmflow.secrets import redact
 
 EXIT_CODES_HELP = """\b
 Exit codes:
   0    success (invalid records quarantined within policy)
-  1    run failed (fetch or write failed, or a quarantine threshold breached)
+  1    run failed (fetch or write failed, disk full, or a quarantine threshold breached)
   2    configuration error, missing secret or refused credentials; nothing fetched
   3    internal error (crash log in the target folder)
   130  interrupted
@@ -138,11 +145,19 @@ def _crash(state: State) -> int:
 
 
 def write_json(path: Path, data: Any) -> None:
-    """Write an artifact atomically, with any secret masked."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write an artifact atomically, with any secret masked. A full disk or a path in the way
+    is a StorageError (exit 1) that names the file, never a crash; the old file stays as it was."""
     temporary = path.with_suffix(path.suffix + ".tmp")
-    temporary.write_text(redact(json.dumps(data, indent=2, default=str)) + "\n", encoding="utf-8")
-    os.replace(temporary, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary.write_text(redact(json.dumps(data, indent=2, default=str)) + "\n", encoding="utf-8")
+        os.replace(temporary, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):  # a cut temporary file helps nobody (a folder there stays)
+            temporary.unlink(missing_ok=True)
+        raise StorageError(f"cannot write {path}: " + write_failure(
+            exc, "run the command again (`etrmflow run --resume` continues the pipelines that did not "
+                 "finish; their checkpoints, outputs and dead letters are as the run left them)")) from exc
 
 
 def registry() -> Registry:

@@ -8,6 +8,7 @@ import asyncio
 import dataclasses
 import functools
 import logging
+import sqlite3
 import time
 import uuid
 from collections.abc import Callable
@@ -36,7 +37,14 @@ from etrmflow.engine.resume import (
 )
 from etrmflow.engine.staging import StagingPlace
 from etrmflow.engine.validation import build_component, build_validators, contract_info
-from etrmflow.errors import EtrmflowError, ExitCode, RunFailed
+from etrmflow.errors import (
+    EtrmflowError,
+    ExitCode,
+    RunFailed,
+    StorageError,
+    disk_problem,
+    write_failure,
+)
 from etrmflow.plan import PipelinePlan, Plan
 from etrmflow.plugins import Registry
 from etrmflow.results import PipelineResult, Progress, RunResults, Status
@@ -183,6 +191,10 @@ async def run_pipeline(plan: Plan, pipeline: PipelinePlan, registry: Registry, o
         ok = True
     except EtrmflowError as exc:
         _fail(result, exc)
+    except (OSError, sqlite3.Error) as exc:  # a sink, step or plugin that let a full disk through
+        if disk_problem(exc) is None:
+            raise  # anything else is a bug: exit 3 with a crash log
+        _fail(result, StorageError(f"{pipeline.name}: a write failed: {write_failure(exc)}"))
     finally:
         if processor is not None:
             try:
