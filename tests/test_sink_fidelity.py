@@ -394,7 +394,8 @@ def test_an_optional_integer_beyond_2_53_reaches_the_sink_exactly(tmp_path: Path
     # builds must not make the column float64 and round 9007199254740993 to ...992.
     context = SinkContext(pipeline="deals", run_id="run-1", contract=DEALS, project_dir=str(tmp_path),
                           target_dir=str(tmp_path / "target"))
-    plan = types.SimpleNamespace(name="deals", contract=types.SimpleNamespace(schema=dict(DEALS.schema)))
+    plan = types.SimpleNamespace(name="deals", contract=types.SimpleNamespace(schema=dict(DEALS.schema),
+                                                                          primary_key=DEALS.primary_key))
     sink = SqliteSink({"table": "deals"})
     processor = PageProcessor(plan=plan, run_id="run-1", vars={}, validators=[], transforms=[],  # type: ignore[arg-type]
                               sinks=[sink], dead_letter=None, context=context)  # type: ignore[arg-type]

@@ -451,3 +451,34 @@ def test_csv_batches_with_other_columns_are_aligned_under_one_header(tmp_path: P
     found = [r[:3] for r in read_csv(tmp_path / "trades.csv")]
     assert found == [["price", "zone", "_etrmflow_run_id"], ["3.5", "", "run-1"],
                      ["2.5", "10YNL----------L", "run-1"]]
+
+
+def test_pipelines_opening_a_new_database_at_once_all_get_it_in_wal_mode(tmp_path: Path) -> None:
+    # Switching a new file to WAL takes it for itself and skips the busy handler: without the
+    # retry in wal_connection about one try in ten of these fails with "database is locked".
+    import threading
+
+    from etrmflow.sinks.common import wal_connection
+
+    errors: list[str] = []
+
+    def open_and_write(path: str, start: threading.Barrier) -> None:
+        start.wait()
+        try:
+            db = wal_connection(path)
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("CREATE TABLE IF NOT EXISTS t (x)")
+            db.execute("COMMIT")
+            assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+            db.close()
+        except Exception as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(repr(exc))
+
+    for trial in range(60):
+        path, start = str(tmp_path / f"{trial}.db"), threading.Barrier(4)
+        threads = [threading.Thread(target=open_and_write, args=(path, start)) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert errors == []

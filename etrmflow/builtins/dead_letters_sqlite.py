@@ -16,8 +16,8 @@ import orjson
 from etrmflow import jsontext
 from etrmflow.builtins.dead_letters import _letter_key, _to_json
 from etrmflow.components import DeadLetter, DeadLetterSink, SinkContext
-from etrmflow.errors import SinkError
-from etrmflow.sinks.common import resolve_path, transaction
+from etrmflow.errors import SinkError, write_failure
+from etrmflow.sinks.common import resolve_path, transaction, wal_connection
 
 DEFAULT_PATH = "target/etrmflow.db"
 DEFAULT_TABLE = "dead_letters"
@@ -107,18 +107,15 @@ class SqliteDeadLetterSink(DeadLetterSink):
     def open(self, context: SinkContext) -> None:
         super().open(context)
         self.path: Path = resolve_path(context, self.options.get("path", DEFAULT_PATH))
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            # Autocommit: each write opens its own transaction. synchronous stays FULL (the
-            # default): a quarantined settlement record must survive a power cut.
-            self._db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA busy_timeout=5000")
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = wal_connection(str(self.path))
             with transaction(self._db):
                 self._create()
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             self.close(False)
-            raise SinkError(f"sqlite dead-letter sink: cannot open table {self.table} in {self.path}: {exc}") from exc
+            raise SinkError(f"sqlite dead-letter sink: cannot open table {self.table} in {self.path}: "
+                            f"{write_failure(exc)}") from exc
         except BaseException:
             self.close(False)
             raise
@@ -132,9 +129,9 @@ class SqliteDeadLetterSink(DeadLetterSink):
                 before = self._db.total_changes
                 self._db.executemany(self._insert, rows)
                 return self._db.total_changes - before
-        except (sqlite3.Error, TypeError) as exc:
+        except (sqlite3.Error, TypeError) as exc:  # before the page's valid records: the page fails whole
             raise SinkError(f"sqlite dead-letter sink: storing {len(letters)} letter(s) in table {self.table} "
-                            f"of {self.path} failed and was rolled back: {exc}") from exc
+                            f"of {self.path} failed and was rolled back: {write_failure(exc)}") from exc
 
     def close(self, ok: bool) -> None:
         if self._db is not None:

@@ -14,11 +14,13 @@ import math
 import os
 import shutil
 import sqlite3
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from etrmflow.components import BatchInfo, ContractInfo, SinkContext
+from etrmflow.errors import SinkError, write_failure
 from etrmflow.sinks.cells import (
     column_values,
     decimal_cell,
@@ -39,7 +41,7 @@ __all__ = [  # the cell conversions live in etrmflow.sinks.cells; the sinks take
     "LINEAGE_COLUMNS", "NESTED_TYPES", "all_missing", "column_values", "decimal_cell", "decimal_cells",
     "decimal_specs", "decimal_text", "decimal_texts", "dumps_json", "exact_decimals", "exact_float",
     "exact_texts", "is_missing", "lineage", "ordered_columns", "plain_value", "remove", "resolve_path",
-    "staging_path", "swap_in", "tidy_leftovers", "transaction", "utc_now_iso",
+    "staging_path", "storage_failures", "swap_in", "tidy_leftovers", "transaction", "utc_now_iso",
 ]
 log = logging.getLogger("etrmflow.sink")
 
@@ -214,6 +216,32 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def wal_connection(path: str) -> sqlite3.Connection:
+    """A connection to a shared database file (the sinks', the dead letters'): autocommit (each
+    batch opens its own transaction), WAL (readers query tables during a run), waiting up to 5 s
+    on another writer. Turning WAL on needs the file to itself and does not wait on the busy
+    handler, so two pipelines opening a new database at once would fail one with "database is
+    locked": the switch is retried. synchronous stays FULL (the default): a committed batch must
+    survive a power cut."""
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=5.0)
+    attempts_left = _WAL_ATTEMPTS
+    while True:
+        try:
+            if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                db.execute("PRAGMA journal_mode=WAL")
+            return db
+        except sqlite3.OperationalError as exc:
+            attempts_left -= 1
+            if "locked" not in str(exc) or not attempts_left:
+                db.close()
+                raise
+            time.sleep(0.05)
+
+
+_WAL_ATTEMPTS = 100
+"""Tries at switching a new database to WAL: 5 s at 50 ms, as long as the busy timeout."""
+
+
 @contextlib.contextmanager
 def transaction(db: sqlite3.Connection) -> Iterator[None]:
     """All or nothing: BEGIN IMMEDIATE (take the write lock now, not half-way), COMMIT or ROLLBACK."""
@@ -226,3 +254,17 @@ def transaction(db: sqlite3.Connection) -> Iterator[None]:
             db.execute("ROLLBACK")
         raise
 
+
+@contextlib.contextmanager
+def storage_failures(what: str, on_failure: Callable[[], object] = lambda: None) -> Iterator[None]:
+    """A full disk or a path in the way (OSError, sqlite3.Error) inside the block becomes a
+    SinkError: ``what`` failed, what the system said and how to go on. ``on_failure`` (e.g.
+    closing what the block opened) runs first, whatever the exception."""
+    try:
+        yield
+    except (OSError, sqlite3.Error) as exc:
+        on_failure()
+        raise SinkError(f"{what}: {write_failure(exc)}") from exc
+    except BaseException:
+        on_failure()
+        raise

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from etrmflow.components import BatchInfo, SinkContext
-from etrmflow.errors import SinkError
+from etrmflow.errors import SinkError, write_failure
 from etrmflow.sinks.common import (
     LINEAGE_COLUMNS,
     NESTED_TYPES,
@@ -23,8 +23,10 @@ from etrmflow.sinks.common import (
     lineage,
     ordered_columns,
     resolve_path,
+    storage_failures,
     transaction,
     utc_now_iso,
+    wal_connection,
 )
 from etrmflow.sinks.table import (
     IDENTIFIER,
@@ -101,16 +103,6 @@ def _stamp(run_id: str) -> str:
     return "/* etrmflow run: " + run_id.replace("*/", "* /") + " */"
 
 
-def _connect(path: str) -> sqlite3.Connection:
-    # Autocommit mode: transactions are opened explicitly, one per batch. WAL lets readers
-    # query the table during a run; synchronous stays FULL (the default) because a committed
-    # settlement batch must survive a power cut.
-    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA busy_timeout=5000")
-    return db
-
-
 class SqliteSink(TableSink):
     """Write rows to a SQLite table: upsert on the key (default), append, replace or
     replace_partition.
@@ -162,17 +154,14 @@ class SqliteSink(TableSink):
     def open(self, context: SinkContext) -> None:
         super().open(context)  # the key, column types and decimals; the options checked
         self.path = resolve_path(context, self.options.get("path", DEFAULT_PATH))
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = _connect(str(self.path))
         self._target = f"{self.table}__staging" if self.mode == "replace" else self.table
-        try:
+        with storage_failures(f"{self._label}: cannot open {self.path}", lambda: self.close(False)):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = wal_connection(str(self.path))
             if self.mode == "replace":
                 self._open_staging(context)
             self._columns = self._read_columns()
             self._check_existing_key()
-        except BaseException:
-            self.close(False)
-            raise
 
     def _open_staging(self, context: SinkContext) -> None:
         """A fresh run stages into a new table stamped with its run id; a resumed run completes
@@ -203,7 +192,7 @@ class SqliteSink(TableSink):
             self._columns = self._read_columns()  # an ALTER TABLE was rolled back too
             self._indexed = False  # and so was a CREATE INDEX
             raise SinkError(f"sqlite sink: writing batch {batch.batch_id} to table {self.table} "
-                            f"in {self.path} failed and was rolled back: {exc}") from exc
+                            f"in {self.path} failed and was rolled back: {write_failure(exc)}") from exc
         self._written_batches.add(batch.batch_id)
         return len(frame)
 
@@ -394,6 +383,6 @@ class SqliteSink(TableSink):
         staging = _q(self._target)
         if not ok:  # kept for --resume to complete; the next fresh run drops it
             return
-        with transaction(self._db):
+        with storage_failures(f"{self._label}: swapping in table {self.table} in {self.path}"), transaction(self._db):
             self._db.execute(f"DROP TABLE IF EXISTS {_q(self.table)}")
             self._db.execute(f"ALTER TABLE {staging} RENAME TO {_q(self.table)}")
