@@ -181,8 +181,8 @@ def run(state: State, pipelines: tuple[Path, ...], vars_text: str | None, target
         results = asyncio.run(run_plan(plan, project.registry, options))
     results.exit_code = max((result.exit_code or ExitCode.RUN_FAILED for result in results.pipelines
                              if result.status is Status.FAILED), default=int(ExitCode.OK))
+    click.echo(describe_results(results))  # first: what the run did is shown even if the file cannot be written
     write_json(project.target_dir / "run_results.json", results.as_dict())
-    click.echo(describe_results(results))
     click.echo(f"Wrote {project.display(project.target_dir / 'run_results.json')}")
     return results.exit_code
 

@@ -74,7 +74,11 @@ class Committer:
             outcome = self.processor.process(page)
         except Exception:
             # What the vendor sent, and what was quarantined, even if a later stage failed.
-            self._audit([fetched, *self._stored_letters(page)])
+            try:
+                self._audit([fetched, *self._stored_letters(page)])
+            except Exception as audit_error:  # noqa: BLE001 - the page's own failure is the one to report
+                log.error("%s: the audit entries of failed page %d could not be written either: %s",
+                          self.processor.plan.name, page.index, audit_error)
             raise
         # Evidence before the checkpoint: a crash in between repeats the page, never loses its entries.
         batch = batch_id(self.processor.plan, self.processor.vars, page)

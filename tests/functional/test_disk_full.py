@@ -372,6 +372,7 @@ def test_run_results_that_do_not_fit_fail_the_command_and_keep_the_last_complete
     assert "Traceback" not in child.stderr and "Internal error" not in child.stderr, child.stderr
     path = project.path("target/run_results.json")
     assert f"Error: cannot write {path}: [Errno 27] File too large (disk full for this file" in child.stderr
+    assert "OK   deals: pages 3, fetched 6, valid 4, quarantined 2" in child.stdout  # what the run did, still shown
     assert "then run the command again (`etrmflow run --resume` continues" in child.stderr
     assert project.read_json("target/run_results.json") == {}
     assert not project.path("target/run_results.json.tmp").exists()
@@ -473,3 +474,26 @@ def test_a_full_disk_is_named_as_such_for_the_errors_the_system_and_sqlite_raise
             db.execute("INSERT INTO t VALUES (?)", ("x" * 100_000,))
     assert write_failure(sqlite_full.value).startswith("database or disk is full (the disk is full); free space")
     assert write_failure(ValueError("not a number")) == "not a number"  # no disk in it: no advice
+
+
+def test_a_failed_page_whose_audit_entries_cannot_be_written_either_reports_its_own_failure(
+        tmp_path: Path, scripted_vendor: Vendors) -> None:
+    project = deal_project(tmp_path / "project", "")
+    project.write({"pipelines/deals.yml": DEALS.format(database="target/etrmflow.db", letters=LETTERS["jsonl"])
+                   + "on_invalid: {action: fail}\n"})
+    pages = DealVendor([[deal(1), deal(2, version=0)], [deal(3)]])
+    audit_log = project.path("target/audit/audit.jsonl")
+
+    def answer(request: ScriptedRequest) -> dict[str, Any]:
+        if request.path == "/deals" and "cursor" not in request.query:  # after run_started, before page 1
+            audit_log.rename(audit_log.with_name("aside.jsonl"))
+            audit_log.mkdir()  # page 1 fails on its invalid record; its audit entries cannot land
+        return pages(request)
+
+    project.env["VENDOR_URL"] = scripted_vendor(answer).url
+
+    result = project.run("run", "pipelines/deals.yml")
+
+    assert result.exit_code == 1, result.output
+    assert "page 0 has 1 invalid record(s) and on_invalid.action is fail" in result.output
+    assert "could not be written either" in result.output
