@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -100,6 +101,21 @@ def read_entries(path: Path) -> Iterator[Entry]:
                             "as it is.", path, number, exc)
                 continue
             yield Entry(line=number, data=data, key=key)
+
+
+def append_synced(fd: int, data: bytes) -> None:
+    """All of ``data`` appended to the open file and synced, or none of it: on an OSError (a
+    full disk) the file is cut back to its size before, where it can be, and the error raised."""
+    size = os.lseek(fd, 0, os.SEEK_END)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, size)
+        raise
 
 
 def ends_with_newline(path: Path) -> bool:
@@ -219,18 +235,10 @@ class JsonlDeadLetterSink(DeadLetterSink):
         off again, so the page fails before its valid records are written and nothing is half
         kept; ``run --resume`` stores them with the page."""
         assert self._handle is not None
-        fd = self._handle.fileno()
-        size = os.lseek(fd, 0, os.SEEK_END)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            self._sync()
+            append_synced(self._handle.fileno(), data)
         except OSError as exc:
-            try:
-                os.ftruncate(fd, size)
-            except OSError:
-                self._needs_newline = True  # part of it stays in the file: the next letter starts a line
+            self._needs_newline = not ends_with_newline(self.path)  # if part of it stayed, start a new line
             raise SinkError(f"jsonl dead-letter sink: appending {len(data)} bytes of dead letters to {self.path} "
                             f"failed, so the page is not written: {write_failure(exc)}") from exc
         self._needs_newline = False

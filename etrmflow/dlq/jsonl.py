@@ -13,7 +13,12 @@ from pathlib import Path
 
 import orjson
 
-from etrmflow.builtins.dead_letters import ends_with_newline, jsonl_path, read_entries
+from etrmflow.builtins.dead_letters import (
+    append_synced,
+    ends_with_newline,
+    jsonl_path,
+    read_entries,
+)
 from etrmflow.components import SinkContext
 from etrmflow.dlq.model import LetterStatus, Resolution, StoredLetter
 from etrmflow.errors import SinkError
@@ -72,10 +77,8 @@ class JsonlDeadLetterStore:
     def _append(self, data: bytes) -> None:
         prefix = b"" if ends_with_newline(self.path) else b"\n"  # never glue to a cut line
         try:
-            with self.path.open("ab") as handle:
-                handle.write(prefix + data)
-                handle.flush()
-                os.fsync(handle.fileno())
+            with self.path.open("ab", buffering=0) as handle:
+                append_synced(handle.fileno(), prefix + data)
         except OSError as exc:
             raise SinkError(f"jsonl dead-letter store: appending resolutions to {self.path} "
                             f"failed: {exc}") from exc
