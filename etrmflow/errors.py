@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import enum
 import errno
+import os
 from dataclasses import dataclass, field
 
 
@@ -199,11 +200,21 @@ def disk_problem(exc: BaseException) -> tuple[str, str] | None:
     """(what it means, what to do) when the disk or the path made a write fail: full, a size
     or quota limit, read-only, no permission, something in the way; None for anything else.
     Takes an OSError, or an ``sqlite3.Error`` (SQLite reports a full disk itself)."""
-    found = _OS_PROBLEMS.get(getattr(exc, "errno", None) or -1)
+    code = getattr(exc, "errno", None) or -1
+    if code == errno.EEXIST and _is_folder(getattr(exc, "filename", None)):
+        return None  # a folder made again without exist_ok: a bug, not a file in the way
+    found = _OS_PROBLEMS.get(code)
     if found is not None:
         return found
     name = str(getattr(exc, "sqlite_errorname", ""))
     return next((text for prefix, text in _SQLITE_PROBLEMS.items() if name.startswith(prefix)), None)
+
+
+def _is_folder(name: object) -> bool:
+    try:
+        return isinstance(name, (str, bytes, os.PathLike)) and os.path.isdir(name)
+    except (OSError, ValueError):
+        return False
 
 
 def write_failure(exc: BaseException, then: str = RESUME_HINT) -> str:

@@ -54,7 +54,7 @@ class AuditLog:
         records in run_results.json, so that entries cut from the end can be noticed."""
         try:
             with open(self.path, "rb") as handle, _locked(handle):
-                seq, last_hash, _ = _tail(handle, self.path, repair=False)
+                seq, last_hash, _ = _tail(handle, self.path)
         except FileNotFoundError:
             return None
         except OSError as exc:
@@ -64,7 +64,8 @@ class AuditLog:
     def _append(self, run_id: str, pipeline: str, events: Sequence[Event]) -> list[dict[str, Any]]:
         created = not self.path.exists()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a+b") as handle, _locked(handle):
+        # Not O_APPEND: the new entries are written over a cut line in place (see _write_over).
+        with os.fdopen(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666), "r+b") as handle, _locked(handle):
             seq, prev, torn = _tail(handle, self.path)
             recovered = {"dropped_bytes": len(torn), "dropped_sha256": sha256_hex(torn)} if torn else None
             pending = ([("log_recovered", recovered)] if recovered else []) + list(events)
@@ -74,7 +75,8 @@ class AuditLog:
                 entries.append(seal(seq=seq, ts=utc_timestamp(), run_id=run_id, pipeline=pipeline,
                                     event=name, fields=fields, prev=prev))
                 prev = entries[-1]["hash"]
-            _write_or_restore(handle.fileno(), b"".join(encode(entry) for entry in entries), torn)
+            data = b"".join(encode(entry) for entry in entries)  # before the file is touched
+            _write_over(handle.fileno(), data, torn)
         if created:
             fsync_directory(self.path.parent)
         return entries
@@ -92,29 +94,43 @@ def _locked(handle: IO[bytes]) -> Iterator[None]:
         fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
-def _write_or_restore(fd: int, data: bytes, torn: bytes) -> None:
-    """Append ``data`` durably, or leave the log as it was: a write that fails part-way (a full
-    disk) is cut off again, and the torn bytes ``_tail`` removed are put back, so that the next
-    append still reports them. Unbuffered, so that nothing left in a buffer is written later."""
+def _write_over(fd: int, data: bytes, torn: bytes) -> None:
+    """Write ``data`` durably over the cut line ``torn`` at the end of the file, or leave the
+    file byte for byte as it was, cut line included, so that the next append still reports it.
+
+    In place, not cut off first: on a failure (a full disk, a file size limit) only the bytes
+    that were overwritten are put back, and those were just written there, so putting them back
+    needs no room the disk or the limit may no longer give; what went past the old end is cut
+    off again. Unbuffered, so that nothing left in a buffer is written later."""
     size = os.lseek(fd, 0, os.SEEK_END)
+    start = size - len(torn)
+    written, shortened = 0, False
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
+        while written < len(data):
+            written += os.pwrite(fd, data[written:], start + written)
+        if start + len(data) < size:
+            os.ftruncate(fd, start + len(data))  # the rest of a cut line longer than the entries
+            shortened = True
         os.fsync(fd)
-    except OSError:
+    except BaseException:  # an interrupt too: never leave part of an append behind
         with contextlib.suppress(OSError):
-            os.ftruncate(fd, size)
-            if torn:
-                os.write(fd, torn)
+            _restore(fd, torn if shortened else torn[:written], start, size)
         raise
 
 
-def _tail(handle: IO[bytes], path: Path, repair: bool = True) -> tuple[int, str, bytes]:
-    """The last entry's seq and hash, and the torn last line (a crash mid-append) cut off.
+def _restore(fd: int, overwritten: bytes, start: int, size: int) -> None:
+    done = 0
+    while done < len(overwritten):
+        done += os.pwrite(fd, overwritten[done:], start + done)
+    os.ftruncate(fd, size)
+    os.fsync(fd)
+
+
+def _tail(handle: IO[bytes], path: Path) -> tuple[int, str, bytes]:
+    """The last entry's seq and hash, and the torn last line (a crash mid-append), if any.
 
     The torn bytes were never a complete entry (the append that wrote them did not return), so
-    they are removed (``repair``; a reader only skips them), and the next entry,
+    the next append writes over them (a reader only skips them), and its first entry,
     ``log_recovered``, records their size and hash.
     """
     size = handle.seek(0, os.SEEK_END)
@@ -123,8 +139,6 @@ def _tail(handle: IO[bytes], path: Path, repair: bool = True) -> tuple[int, str,
     end, text = _last_line(handle, size)
     torn = b""
     if not text.endswith(b"\n"):
-        if repair:
-            os.ftruncate(handle.fileno(), end)
         torn = text
         if end == 0:
             return 0, GENESIS, torn
