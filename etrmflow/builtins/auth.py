@@ -9,7 +9,13 @@ from typing import Any, ClassVar
 from etrmflow import hookimpl
 from etrmflow.clock import Clock
 from etrmflow.components import Auth, HttpClient, Request, Response
-from etrmflow.errors import AuthError, CredentialsRejected, FetchError, RetriableFetchError
+from etrmflow.errors import (
+    AuthError,
+    CredentialsRejected,
+    FetchError,
+    RetriableFetchError,
+)
+from etrmflow.secrets import REDACTOR
 
 _STRING = {"type": "string", "minLength": 1}
 
@@ -174,6 +180,7 @@ class _OAuth2(Auth):
         if not isinstance(token, str) or not token:
             raise AuthError(f"token response has no '{field}' field (fields: {', '.join(sorted(body))})")
         lifetime = _seconds(body.get("expires_in"), self.options.get("default_expires_in", 3600.0))
+        REDACTOR.add(token)  # a credential like any secret: masked everywhere, quarantined if echoed
         self._token = token
         self._refresh_after = self.clock.monotonic() + lifetime * self.options.get("refresh_at", 0.8)
 

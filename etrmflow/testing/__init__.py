@@ -44,6 +44,7 @@ from typing import Any
 import pytest
 
 from etrmflow.sandbox import SandboxConfig, ThreadedSandbox, parse_faults
+from etrmflow.secrets import REDACTOR
 from etrmflow.testing.expected import (
     SANDBOX_KEY_AUTH,
     ExpectedRecords,
@@ -87,6 +88,15 @@ __all__ = [
 
 SandboxFactory = Callable[..., ThreadedSandbox]
 """``factory(config=None, *, faults=(), **SandboxConfig fields) -> ThreadedSandbox``."""
+
+
+@pytest.fixture(autouse=True)
+def _secrets_forgotten_after_each_test() -> Iterator[None]:
+    """The CLI runs in the test's process, where every secret it resolves is masked from then on:
+    a test's secrets (a short one, a token) are forgotten after it, so they never mask or
+    quarantine another test's data."""
+    with REDACTOR.scoped():
+        yield
 
 
 @pytest.fixture
