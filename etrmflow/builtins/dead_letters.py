@@ -16,7 +16,7 @@ import orjson
 from etrmflow import hookimpl, jsontext
 from etrmflow.components import DeadLetter, DeadLetterSink, SinkContext
 from etrmflow.errors import SinkError, write_failure
-from etrmflow.sinks.common import resolve_path
+from etrmflow.sinks.common import project_file, resolve_path
 
 log = logging.getLogger("etrmflow.dead_letter")
 
@@ -178,6 +178,12 @@ class JsonlDeadLetterSink(DeadLetterSink):
                                     "default: target/dead_letter/<pipeline>.jsonl."},
         },
     }
+
+    @classmethod
+    def written_output(cls, options: Any, project_dir: str) -> tuple[str, bool] | None:
+        """Its file when the path is given (``etrmflow.config.outputs``): letters are appended,
+        but a CSV sink writing that path would replace them."""
+        return (project_file(options["path"], project_dir), False) if "path" in options else None
 
     def __init__(self, options: Any) -> None:
         super().__init__(options)

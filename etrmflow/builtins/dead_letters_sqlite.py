@@ -17,7 +17,12 @@ from etrmflow import jsontext
 from etrmflow.builtins.dead_letters import _letter_key, _to_json
 from etrmflow.components import DeadLetter, DeadLetterSink, SinkContext
 from etrmflow.errors import SinkError, write_failure
-from etrmflow.sinks.common import resolve_path, transaction, wal_connection
+from etrmflow.sinks.common import (
+    project_file,
+    resolve_path,
+    transaction,
+    wal_connection,
+)
 
 DEFAULT_PATH = "target/etrmflow.db"
 DEFAULT_TABLE = "dead_letters"
@@ -95,6 +100,13 @@ class SqliteDeadLetterSink(DeadLetterSink):
                       "description": "Table of dead letters (created if needed); pipelines may share it."},
         },
     }
+
+    @classmethod
+    def written_output(cls, options: Any, project_dir: str) -> tuple[str, bool]:
+        """Its table, as the sqlite sink names one (``etrmflow.config.outputs``): letters are
+        added to it, never replaced, but a sink replacing a table of that name would drop them."""
+        path = project_file(options.get("path", DEFAULT_PATH), project_dir)
+        return f"{path}#{options.get('table', DEFAULT_TABLE).lower()}", False
 
     def __init__(self, options: Any) -> None:
         super().__init__(options)

@@ -21,6 +21,7 @@ from typing import Any
 
 from etrmflow.components import Kind
 from etrmflow.config.check import issue
+from etrmflow.config.yamlfile import format_key_path
 from etrmflow.errors import ConfigIssue
 from etrmflow.plugins import Registry
 
@@ -28,35 +29,47 @@ __all__ = ["check_shared_outputs"]
 
 
 def check_shared_outputs(pipelines: list[Any], registry: Registry, project_dir: str) -> list[ConfigIssue]:
-    """An issue at every sink whose output an earlier sink of the run also writes, when either
-    replaces it as a whole. ``pipelines``: the run's ``ResolvedPipeline`` objects, in order."""
+    """An issue at every sink (or dead-letter sink) whose output an earlier one of the run also
+    writes, when either replaces it as a whole. ``pipelines``: the run's ``ResolvedPipeline``
+    objects, in order."""
     first: dict[str, tuple[bool, str]] = {}
     issues: list[ConfigIssue] = []
     inside = str(Path(project_dir).resolve()) + os.sep
     for resolved in pipelines:
-        document, data = resolved.pipeline.document, resolved.pipeline.data
-        for index, block in enumerate(data.get("sinks") or []):
-            output = _written_output(registry, block, project_dir)
+        document = resolved.pipeline.document
+        for at, kind, block in _writers(resolved.pipeline.data):
+            output = _written_output(registry, kind, block, project_dir)
             if output is None:
                 continue
             identity, replaces = output
-            where = f"{document.display} sinks[{index}] ({block['type']})"
+            where = f"{document.display} {format_key_path(at)} ({block['type']})"
             earlier = first.setdefault(identity, (replaces, where))
             if earlier[1] != where and (replaces or earlier[0]):
                 issues.append(issue(
-                    document, ("sinks", index),
-                    f"{block['type']} sink writes {identity.removeprefix(inside)}, which {earlier[1]} also writes in this run, and "
-                    f"{'this sink' if replaces else 'that sink'} replaces it as a whole: only one of them would "
-                    f"keep its rows, though both report them written",
+                    document, at,
+                    f"{block['type']} {_LABELS[kind]} writes {identity.removeprefix(inside)}, which {earlier[1]} "
+                    f"also writes in this run, and {'this sink' if replaces else 'that sink'} replaces it as a "
+                    f"whole: only one of them would keep its rows, though both report them written",
                     hint="give each sink its own path or table, or run the pipelines separately"))
     return issues
 
 
-def _written_output(registry: Registry, block: Any, project_dir: str) -> tuple[str, bool] | None:
+_LABELS = {Kind.SINK: "sink", Kind.DEAD_LETTER: "dead-letter sink"}
+
+
+def _writers(data: dict[str, Any]) -> list[tuple[tuple[str | int, ...], Kind, Any]]:
+    """Where a pipeline writes: its sinks, then its dead-letter sink."""
+    found: list[tuple[tuple[str | int, ...], Kind, Any]] = [
+        (("sinks", index), Kind.SINK, block) for index, block in enumerate(data.get("sinks") or [])]
+    if isinstance(data.get("dead_letter"), dict):
+        found.append((("dead_letter",), Kind.DEAD_LETTER, data["dead_letter"]))
+    return found
+
+
+def _written_output(registry: Registry, kind: Kind, block: Any, project_dir: str) -> tuple[str, bool] | None:
     if not isinstance(block, dict) or not isinstance(block.get("type"), str):
         return None
-    cls = registry.get(Kind.SINK, block["type"])
-    describe = getattr(cls, "written_output", None)
+    describe = getattr(registry.get(kind, block["type"]), "written_output", None)
     if describe is None:
         return None
     options = {key: value for key, value in block.items() if key != "type"}

@@ -216,6 +216,13 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def project_file(raw: str, project_dir: str) -> str:
+    """A path option as the absolute, resolved path it names (relative to the project folder):
+    what two sinks compare to tell whether they write one file (``etrmflow.config.outputs``)."""
+    path = Path(raw).expanduser()
+    return str((path if path.is_absolute() else Path(project_dir) / path).resolve())
+
+
 def wal_connection(path: str) -> sqlite3.Connection:
     """A connection to a shared database file (the sinks', the dead letters'): autocommit (each
     batch opens its own transaction), WAL (readers query tables during a run), waiting up to 5 s

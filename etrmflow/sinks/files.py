@@ -41,6 +41,7 @@ from etrmflow.sinks.common import (
     exact_decimals,
     lineage,
     ordered_columns,
+    project_file,
     remove,
     resolve_path,
     staging_path,
@@ -66,9 +67,7 @@ class StagedSink(Sink):
     def written_output(cls, options: Any, project_dir: str) -> tuple[str, bool]:
         """The file or folder, and whether the run replaces it as a whole (``replace``, the
         default): two sinks of one run must not both write it (``etrmflow.config.outputs``)."""
-        path = Path(options["path"]).expanduser()
-        target = path if path.is_absolute() else Path(project_dir) / path
-        return str(target.resolve()), options.get("mode", "replace") == "replace"
+        return project_file(options["path"], project_dir), options.get("mode", "replace") == "replace"
 
     def open(self, context: SinkContext) -> None:
         super().open(context)

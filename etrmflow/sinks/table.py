@@ -3,12 +3,16 @@ and the checks that a mode has what it needs (a key to upsert on, columns to par
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from etrmflow.components import Sink, SinkContext
 from etrmflow.errors import SinkError
-from etrmflow.sinks.common import LINEAGE_COLUMNS, all_missing, decimal_specs
+from etrmflow.sinks.common import (
+    LINEAGE_COLUMNS,
+    all_missing,
+    decimal_specs,
+    project_file,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -47,18 +51,19 @@ class TableSink(Sink):
     def written_output(cls, options: Any, project_dir: str) -> tuple[str, bool]:
         """The table, and whether the run replaces it (``mode: replace``): two sinks of one run
         must not both write a table one of them replaces (``etrmflow.config.outputs``)."""
-        return f"{cls._database(options, project_dir)}#{options['table']}", options.get("mode", "upsert") == "replace"
+        return cls._table(options, project_dir), options.get("mode", "upsert") == "replace"
 
     @classmethod
-    def _database(cls, options: Any, project_dir: str) -> str:
-        """Where the table lives: a database file (a ``path`` option) by its resolved path, a
-        server by its connection options."""
+    def _table(cls, options: Any, project_dir: str) -> str:
+        """The table where it lives: in a database file (a ``path`` option; SQLite, whose table
+        names ignore case) by the file's resolved path, on a server by its connection options."""
         path_option = cls.options_schema.get("properties", {}).get("path")
         if path_option is not None:
-            path = Path(options.get("path", path_option.get("default", ""))).expanduser()
-            return str((path if path.is_absolute() else Path(project_dir) / path).resolve())
+            path = project_file(options.get("path", path_option.get("default", "")), project_dir)
+            return f"{path}#{options['table'].lower()}"
         names = ("dsn", "host", "port", "dbname", "schema")
-        return " ".join(f"{name}={options[name]}" for name in names if name in options) or "(default server)"
+        server = " ".join(f"{name}={options[name]}" for name in names if name in options) or "(default server)"
+        return f"{server}#{options['table']}"
 
     def __init__(self, options: Any) -> None:
         super().__init__(options)
