@@ -131,3 +131,29 @@ def test_a_sink_replacing_the_dead_letter_table_is_refused(
     result = project.run("run", "pipelines/a.yml", "pipelines/b.yml")
 
     assert result.exit_code == 2, result.output
+
+
+def test_a_sink_replacing_another_pipelines_default_dead_letter_file_is_refused(
+        etrmflow_project: EtrmflowProject, scripted_vendor: Serve) -> None:
+    # b declares no dead_letter: its letters go to target/dead_letter/b.jsonl, which a's CSV would replace.
+    project = two_pipelines(etrmflow_project, scripted_vendor, "{type: csv, path: target/dead_letter/b.jsonl}",
+                            "{type: sqlite, table: deals}")
+
+    result = project.run("run", "pipelines/a.yml", "pipelines/b.yml")
+
+    assert result.exit_code == 2, result.output
+    assert "pipelines/b.yml" in result.output and "dead_letter/b.jsonl" in result.output
+    assert not project.path("target/dead_letter").exists()
+
+
+def test_default_dead_letters_follow_the_target_folder(
+        etrmflow_project: EtrmflowProject, scripted_vendor: Serve) -> None:
+    project = two_pipelines(etrmflow_project, scripted_vendor, "{type: csv, path: elsewhere/dead_letter/b.jsonl}",
+                            "{type: sqlite, table: deals}")
+
+    moved = project.run("run", "--target-dir", "elsewhere", "pipelines/a.yml", "pipelines/b.yml")
+    kept = project.run("run", "pipelines/a.yml", "pipelines/b.yml")
+
+    assert moved.exit_code == 2 and "dead_letter/b.jsonl" in moved.output, moved.output
+    assert kept.exit_code == 0, kept.output
+    assert project.path("elsewhere/dead_letter/b.jsonl").is_file()  # a's CSV, beside b's letters in target/

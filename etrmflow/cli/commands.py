@@ -98,7 +98,7 @@ def load(state: State, paths: tuple[Path, ...], vars_text: str | None,
             resolved.append(project.resolve(path))
         except ConfigError as exc:
             issues.extend(exc.issues)
-    issues.extend(check_shared_outputs(resolved, project.registry, str(project.root)))
+    issues.extend(check_shared_outputs(resolved, project.registry, str(project.root), project.target_dir))
     issues.raise_if_any()
     return project, resolved
 

@@ -10,7 +10,9 @@ class says what it writes with an optional classmethod::
         return identity, replaces_it_as_a_whole   # None: nothing to compare
 
 Outputs are compared by identity (an absolute path, ``path#table``); two sinks may share one
-only when neither replaces it (two upserts into one table are fine).
+only when neither replaces it (two upserts into one table are fine). A pipeline without a
+``dead_letter`` block writes its letters to ``<target>/dead_letter/<pipeline>.jsonl``: that file
+is compared too (a CSV sink given that path would replace the letters of the run).
 """
 
 from __future__ import annotations
@@ -28,16 +30,18 @@ from etrmflow.plugins import Registry
 __all__ = ["check_shared_outputs"]
 
 
-def check_shared_outputs(pipelines: list[Any], registry: Registry, project_dir: str) -> list[ConfigIssue]:
+def check_shared_outputs(pipelines: list[Any], registry: Registry, project_dir: str,
+                         target_dir: Path | None = None) -> list[ConfigIssue]:
     """An issue at every sink (or dead-letter sink) whose output an earlier one of the run also
     writes, when either replaces it as a whole. ``pipelines``: the run's ``ResolvedPipeline``
-    objects, in order."""
+    objects, in order; ``target_dir``: where default dead letters go (default: ``target``)."""
+    defaults = target_dir if target_dir is not None else Path(project_dir) / "target"
     first: dict[str, tuple[bool, str]] = {}
     issues: list[ConfigIssue] = []
     inside = str(Path(project_dir).resolve()) + os.sep
     for resolved in pipelines:
         document = resolved.pipeline.document
-        for at, kind, block in _writers(resolved.pipeline.data):
+        for at, kind, block in _writers(resolved.pipeline.data, defaults):
             output = _written_output(registry, kind, block, project_dir)
             if output is None:
                 continue
@@ -57,12 +61,16 @@ def check_shared_outputs(pipelines: list[Any], registry: Registry, project_dir: 
 _LABELS = {Kind.SINK: "sink", Kind.DEAD_LETTER: "dead-letter sink"}
 
 
-def _writers(data: dict[str, Any]) -> list[tuple[tuple[str | int, ...], Kind, Any]]:
-    """Where a pipeline writes: its sinks, then its dead-letter sink."""
+def _writers(data: dict[str, Any], defaults: Path) -> list[tuple[tuple[str | int, ...], Kind, Any]]:
+    """Where a pipeline writes: its sinks, then its dead-letter sink (the default one, located
+    at the pipeline's name, when it declares none)."""
     found: list[tuple[tuple[str | int, ...], Kind, Any]] = [
         (("sinks", index), Kind.SINK, block) for index, block in enumerate(data.get("sinks") or [])]
     if isinstance(data.get("dead_letter"), dict):
         found.append((("dead_letter",), Kind.DEAD_LETTER, data["dead_letter"]))
+    elif "dead_letter" not in data and isinstance(data.get("name"), str):
+        default = {"type": "jsonl", "path": str(defaults / "dead_letter" / f"{data['name']}.jsonl")}
+        found.append((("dead_letter",), Kind.DEAD_LETTER, default))
     return found
 
 
