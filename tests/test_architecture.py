@@ -41,7 +41,8 @@ FORBIDDEN = [
     (("audit",), ("etrmflow.engine", "etrmflow.config", "etrmflow.cli", "etrmflow.compile")),
     (("lineage",), ("etrmflow.cli", "etrmflow.config", "etrmflow.engine")),
 ]
-LEAVES = ["errors", "plan", "results", "clock", "durations", "jsonpath", "jsontext", "templating", "windows"]
+LEAVES = ["errors", "plan", "results", "clock", "durable", "durations", "jsonpath", "jsontext", "templating",
+          "windows"]
 
 
 @pytest.mark.parametrize(("layer", "forbidden"), FORBIDDEN, ids=lambda v: ".".join(v) if isinstance(v, tuple) else v)

@@ -17,6 +17,7 @@ from typing import IO, Any
 
 import orjson
 
+from etrmflow import durable
 from etrmflow.audit.chain import GENESIS, encode, seal, sha256_hex
 from etrmflow.clock import utc_timestamp
 from etrmflow.errors import EtrmflowError, write_failure
@@ -166,10 +167,7 @@ def _last_line(handle: IO[bytes], size: int) -> tuple[int, bytes]:
 
 
 def fsync_directory(folder: Path) -> None:
-    """Make the new file's directory entry durable too (POSIX; a no-op where unsupported)."""
+    """Make the new file's directory entry durable too, as far as the system lets: the entries
+    themselves are synced already, so a failure here must not report them as not written."""
     with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        durable.fsync_directory(folder)

@@ -24,6 +24,7 @@ import click
 
 from etrmflow import __version__
 from etrmflow.config.yamlfile import parse_vars_text
+from etrmflow.durable import fsync_directory, make_folder
 from etrmflow.errors import (
     ConfigError,
     EtrmflowError,
@@ -149,9 +150,13 @@ def write_json(path: Path, data: Any) -> None:
     is a StorageError (exit 1) that names the file, never a crash; the old file stays as it was."""
     temporary = path.with_suffix(path.suffix + ".tmp")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary.write_text(redact(json.dumps(data, indent=2, default=str)) + "\n", encoding="utf-8")
+        make_folder(path.parent)
+        with temporary.open("w", encoding="utf-8") as handle:
+            handle.write(redact(json.dumps(data, indent=2, default=str)) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())  # a power cut after the rename must not leave an empty file
         os.replace(temporary, path)
+        fsync_directory(path.parent)
     except OSError as exc:
         with contextlib.suppress(OSError):  # a cut temporary file helps nobody (a folder there stays)
             temporary.unlink(missing_ok=True)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from etrmflow.components import BatchInfo, ContractInfo, SinkContext
+from etrmflow.durable import fsync_directory
 from etrmflow.errors import SinkError, write_failure
 from etrmflow.sinks.cells import (
     column_values,
@@ -192,28 +193,19 @@ def swap_in(staging: Path, target: Path, run_id: str) -> None:
     """Put ``staging`` where ``target`` is, each step a rename so readers never see half.
 
     A file replaces a file in one atomic rename. A folder cannot be renamed over a folder, so
-    the old one is renamed away first (``tidy_leftovers`` mends a crash in between).
+    the old one is renamed away first (``tidy_leftovers`` mends a crash in between). What
+    ``staging`` holds is synced already (each part as it was written); syncing the folder
+    makes the renames durable, so a power cut never takes back a published output.
     """
     if target.is_dir():
         old = target.with_name(f"{target.name}.old-{run_id}")
         os.replace(target, old)
         os.replace(staging, target)
-        _fsync_dir(target.parent)
+        fsync_directory(target.parent)
         remove(old)
     else:
         os.replace(staging, target)
-        _fsync_dir(target.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    # Renames are only durable once the folder entry is on disk (POSIX; a no-op elsewhere).
-    if os.name != "posix":
-        return
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        fsync_directory(target.parent)
 
 
 def project_file(raw: str, project_dir: str) -> str:

@@ -18,6 +18,11 @@ run whose staging folder is gone without a marker refuses to publish what little
 Beside it, ``<pipeline>.staging-<run_id>.parts/<hash of the output path>`` notes each batch
 staged with the checkpoint it was staged after: a resumed run removes the parts of the batches
 staged after the last checkpoint, whose page comes again (maybe changed, so under another id).
+
+A page's checkpoint is written once ``write`` returns, so ``write`` leaves everything it wrote
+on disk (``etrmflow.durable``): the journal note first, then each part file synced before its
+rename, then each folder the batch changed, once. A power cut can then never leave a checkpoint
+that counts a page whose rows are gone.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from etrmflow.components import BatchInfo, Sink, SinkContext
+from etrmflow.durable import fsync_directories, fsync_directory, make_folder
 from etrmflow.errors import SinkError
 from etrmflow.sinks.common import (
     NESTED_TYPES,
@@ -72,7 +78,7 @@ class StagedSink(Sink):
     def open(self, context: SinkContext) -> None:
         super().open(context)
         self.path = resolve_path(context, self.options["path"])
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_folder(self.path.parent)
         self.staging = staging_path(self.path, context.run_id)
         tidy_leftovers(self.path, keep=self.staging if context.resume else None)
         self._written: set[str] = set()
@@ -92,7 +98,7 @@ class StagedSink(Sink):
                             f"without --resume to write everything again ({self.path} stays as it is "
                             f"until a run succeeds)")
         remove(self.staging)
-        self.staging.mkdir()
+        make_folder(self.staging)
 
     def _keep_published(self) -> None:
         """The resumed run had published this output (another sink failed): keep it as it is."""
@@ -122,13 +128,19 @@ class StagedSink(Sink):
         return hashlib.sha256(raw).hexdigest() if run_id == self.context.run_id else ""
 
     def _journal(self, batch_id: str) -> None:
-        """Note the mark a batch's part is written under (before the part, so no part lacks it)."""
+        """Note the mark a batch's part is written under, durably before the part: a part whose
+        note a power cut took would survive a resume beside the page's new version."""
         mark = self._checkpoint_mark()
         if mark:  # without a checkpoint of this run there is nothing to resume
             journal = self._state_entry("parts")
-            journal.parent.mkdir(parents=True, exist_ok=True)
+            created = not journal.exists()
+            make_folder(journal.parent)
             with journal.open("a", encoding="utf-8") as handle:
                 handle.write(f"{batch_id} {mark}\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+            if created:
+                fsync_directory(journal.parent)
 
     def _forget_uncommitted(self) -> None:
         """Remove the parts written after the last checkpoint: their page is fetched again, and
@@ -140,12 +152,14 @@ class StagedSink(Sink):
             return
         latest = dict(line.split(" ", 1) for line in lines if " " in line)  # a rewrite's line comes last
         mark = self._checkpoint_mark()
+        changed: set[Path] = set()
         for batch_id, written_under in latest.items():
             if written_under == mark and batch_id in self._written:
                 log.info("%s: dropping batch %s, staged after the last checkpoint: its page is fetched again",
                          self.path, batch_id)
-                self._remove_part(batch_id)
+                changed |= self._remove_part(batch_id)
                 self._written.discard(batch_id)
+        fsync_directories(changed)  # a part back after a power cut would sit beside its page's new one
 
     def _mark_published(self) -> None:
         """Leave the marker while the pipeline has a checkpoint (``state/<pipeline>.json``), so
@@ -153,17 +167,22 @@ class StagedSink(Sink):
         context = self.context
         if (Path(context.target_dir) / "state" / f"{context.pipeline}.json").exists():
             marker = self._published_marker()
-            marker.parent.mkdir(parents=True, exist_ok=True)
+            make_folder(marker.parent)
             marker.touch()
+            fsync_directory(marker.parent)  # on disk before the staging folder goes
 
     def write(self, frame: pd.DataFrame, batch: BatchInfo) -> int:
         if self.published:  # the published output holds the rows of every batch of this run
             return len(frame)
         try:
+            changed: set[Path] = set()
             if batch.batch_id in self._written:
-                self._remove_part(batch.batch_id)  # a rewrite must leave no old part behind
+                changed = self._remove_part(batch.batch_id)  # a rewrite must leave no old part behind
             self._journal(batch.batch_id)
-            self._write_part(frame, batch)
+            changed |= self._write_part(frame, batch)
+            # The page's checkpoint follows: its parts (each synced as written) must be on disk
+            # under their names first. One sync per folder the batch changed.
+            fsync_directories(changed)
         except Exception as exc:
             self._remove_part(batch.batch_id)
             self._written.discard(batch.batch_id)
@@ -194,10 +213,13 @@ class StagedSink(Sink):
     def _publish(self) -> None:
         swap_in(self.staging, self.path, self.context.run_id)
 
-    def _write_part(self, frame: pd.DataFrame, batch: BatchInfo) -> None:
+    def _write_part(self, frame: pd.DataFrame, batch: BatchInfo) -> set[Path]:
+        """Write the batch's part file(s) and sync them; return the folders whose entries
+        changed (``write`` syncs them)."""
         raise NotImplementedError
 
-    def _remove_part(self, batch_id: str) -> None:
+    def _remove_part(self, batch_id: str) -> set[Path]:
+        """Remove the batch's part file(s); return the folders they were in."""
         raise NotImplementedError
 
 
@@ -267,7 +289,7 @@ class CsvSink(StagedSink):
     def describe(self) -> str:
         return f"csv {self.options['path']}"
 
-    def _write_part(self, frame: pd.DataFrame, batch: BatchInfo) -> None:
+    def _write_part(self, frame: pd.DataFrame, batch: BatchInfo) -> set[Path]:
         contract = self.context.contract.column_types()
         decimals = decimal_specs(self.context.contract)
         stamps = lineage(batch, utc_now_iso())
@@ -282,13 +304,17 @@ class CsvSink(StagedSink):
             writer = csv.writer(handle, delimiter=self._delimiter())
             writer.writerow(header)  # each part names its columns: a resumed run joins them too
             writer.writerows(zip(*cells))
+            handle.flush()
+            os.fsync(handle.fileno())
         os.replace(temporary, part)
         self._order.setdefault(batch.batch_id)
+        return {self.staging}
 
-    def _remove_part(self, batch_id: str) -> None:
+    def _remove_part(self, batch_id: str) -> set[Path]:
         part = self._part(batch_id)
         remove(part)
         remove(part.with_name(part.name + ".tmp"))
+        return {self.staging}
 
     def _part(self, batch_id: str) -> Path:
         return self.staging / f"part-{batch_id}.csv"

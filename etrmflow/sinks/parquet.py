@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from etrmflow.components import BatchInfo, SinkContext
+from etrmflow.durable import folders_up_to, fsync_file
 from etrmflow.errors import SinkError
 from etrmflow.sinks.common import (
     NESTED_TYPES,
@@ -242,8 +243,8 @@ class ParquetSink(StagedSink):
             c for c in ordered_columns(types, names) if c in names], advice, self.path)
         wanted = {part: part_schema(unified, part, self.staging if part.is_relative_to(self.staging) else self.path)
                   for part in schemas}
-        rewrite({part: schema for part, schema in wanted.items() if needs_rewrite(schemas[part], schema)},
-                self.options.get("compression", "zstd"), advice, self.path)
+        rewritten = {part: schema for part, schema in wanted.items() if needs_rewrite(schemas[part], schema)}
+        rewrite(rewritten, self.options.get("compression", "zstd"), advice, self.path)  # synced
 
     def _kept_parts(self, staged: list[Path]) -> list[Path]:
         """Published parts that stay next to this run's: in append mode those no staged part
@@ -266,7 +267,7 @@ class ParquetSink(StagedSink):
         else:
             swap_in(self.staging, self.path, self.context.run_id)
 
-    def _write_part(self, frame: pd.DataFrame, batch: BatchInfo) -> None:
+    def _write_part(self, frame: pd.DataFrame, batch: BatchInfo) -> set[Path]:
         import pyarrow.parquet as pq
 
         table = arrow_table(frame, self.context.contract.column_types(),
@@ -278,17 +279,30 @@ class ParquetSink(StagedSink):
                 raise ValueError(f"partition column {', '.join(absent)} is neither in contract "
                                  f"'{self.context.contract.name}' nor in the batch, so its rows have no partition: "
                                  f"declare the field in the contract (required), or set it with a step (derive)")
+            written: list[str] = []
             pq.write_to_dataset(table, str(self.staging), partition_cols=list(self.options["partition_by"]),
                                 basename_template=f"part-{batch.batch_id}-{{i}}.parquet",
-                                existing_data_behavior="overwrite_or_ignore", compression=compression)
-            return
+                                existing_data_behavior="overwrite_or_ignore", compression=compression,
+                                file_visitor=lambda file: written.append(file.path))
+            # Written in place, one file per partition: a torn one is a page after the checkpoint,
+            # which a resume drops (see StagedSink._forget_uncommitted).
+            changed: set[Path] = set()
+            for file in map(Path, written):
+                fsync_file(file)
+                changed.update(folders_up_to(file.parent, self.staging))  # new partition folders too
+            return changed
         part = self.staging / f"part-{batch.batch_id}.parquet"
         temporary = part.with_name(part.name + ".tmp")
         pq.write_table(table, str(temporary), compression=compression)
+        fsync_file(temporary)  # its data before its name: the rename must never show an empty part
         os.replace(temporary, part)
+        return {self.staging}
 
-    def _remove_part(self, batch_id: str) -> None:
+    def _remove_part(self, batch_id: str) -> set[Path]:
         pattern = re.compile(rf"part-{re.escape(batch_id)}(-\d+)?\.parquet(\.tmp)?")
+        changed: set[Path] = set()
         for file in self.staging.rglob("part-*"):
             if pattern.fullmatch(file.name):
                 file.unlink()
+                changed.add(file.parent)
+        return changed

@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from etrmflow.durable import fsync_directories, fsync_file
 from etrmflow.errors import SinkError
 
 if TYPE_CHECKING:
@@ -217,8 +218,13 @@ def rewrite(parts: dict[Path, pa.Schema], compression: str, advice: str, publish
         for temporary, _ in written:
             temporary.unlink(missing_ok=True)
         raise
+    # Each new version on disk before it replaces its part: a power cut after the rename must
+    # find the rows, not an empty file in the part's name.
+    for temporary, _ in written:
+        fsync_file(temporary)
     for temporary, part in written:
         os.replace(temporary, part)
+    fsync_directories(part.parent for part in parts)
 
 
 def _written_beside(part: Path, schema: pa.Schema, compression: str, advice: str,

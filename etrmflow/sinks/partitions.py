@@ -20,6 +20,7 @@ import logging
 import os
 from pathlib import Path
 
+from etrmflow.durable import folders_up_to, fsync_directories
 from etrmflow.sinks.common import remove
 
 log = logging.getLogger("etrmflow.sink")
@@ -37,19 +38,19 @@ def partition_folders(root: Path, depth: int) -> list[Path]:
 
 def publish_parts(staging: Path, target: Path) -> None:
     """Move every part file of ``staging`` to the same place under ``target``."""
-    touched = {target}
+    touched = {target.parent}  # the renames are durable once every folder they changed is synced
     for part in sorted(staging.rglob("part-*.parquet")):
         destination = target / part.relative_to(staging)
         destination.parent.mkdir(parents=True, exist_ok=True)
         os.replace(part, destination)
-        touched.add(destination.parent)
-    _fsync_dirs(touched)
+        touched.update(folders_up_to(destination.parent, target))  # new partition folders too
+    fsync_directories(touched)
 
 
 def publish_partitions(staging: Path, target: Path, depth: int, run_id: str) -> None:
     """Put each partition folder of ``staging`` in place of the same partition under ``target``."""
     aside = replaced_path(target, run_id)
-    touched = {target}
+    touched = {target.parent, target}
     for relative in partition_folders(staging, depth):
         new, home = staging / relative, target / relative
         if home.exists():
@@ -57,14 +58,15 @@ def publish_partitions(staging: Path, target: Path, depth: int, run_id: str) -> 
             os.replace(home, aside / relative)
         home.parent.mkdir(parents=True, exist_ok=True)
         os.replace(new, home)
-        touched.add(home.parent)
-    _fsync_dirs(touched)
+        touched.update(folders_up_to(home.parent, target))
+    fsync_directories(touched)
     remove(aside)
 
 
 def restore_replaced(target: Path) -> None:
     """Put back a partition folder that a crashed publish had renamed aside and not replaced."""
     for aside in sorted(target.parent.glob(f"{glob.escape(target.name)}.replaced-*")):
+        restored: set[Path] = set()
         for folder in sorted({part.parent for part in aside.rglob("part-*.parquet")}):
             home = target / folder.relative_to(aside)
             if home.exists():
@@ -72,6 +74,8 @@ def restore_replaced(target: Path) -> None:
             log.warning("restoring %s, left aside by an interrupted run, to %s", folder, home)
             home.parent.mkdir(parents=True, exist_ok=True)
             os.replace(folder, home)
+            restored.update([target.parent, *folders_up_to(home.parent, target)])
+        fsync_directories(restored)  # back in place on disk before what is left aside goes
         remove(aside)
 
 
@@ -81,15 +85,3 @@ def unpartitioned_entries(target: Path, first_column: str) -> list[str]:
         return []
     return sorted(entry.name for entry in target.iterdir()
                   if not (entry.is_dir() and entry.name.startswith(f"{first_column}=")))
-
-
-def _fsync_dirs(folders: set[Path]) -> None:
-    # Renames are only durable once the folder entries are on disk (POSIX; a no-op elsewhere).
-    if os.name != "posix":
-        return
-    for folder in sorted(folders):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
