@@ -13,8 +13,10 @@ import pandas as pd
 from etrmflow import hookimpl
 from etrmflow.components import Transform
 from etrmflow.steps.common import COLUMNS as _COLUMNS
+from etrmflow.steps.common import StepError
 from etrmflow.steps.common import options_object as _object
 from etrmflow.steps.common import require_columns as _require
+from etrmflow.steps.values import utc_instants as _utc_instants
 
 
 def _column_expression(text: str) -> Any:
@@ -27,7 +29,9 @@ def _column_expression(text: str) -> Any:
 
 
 class Rename(Transform):
-    """Rename columns.
+    """Rename columns. A name that is not a column is ignored; a rename that would leave two
+    columns of one name (onto a column that stays, or two columns of a page onto one name)
+    fails the step.
 
     Example::
 
@@ -39,12 +43,30 @@ class Rename(Transform):
         {"columns": {"type": "object", "additionalProperties": {"type": "string"}, "minProperties": 1}}, ["columns"])
 
     def apply(self, frame: pd.DataFrame) -> pd.DataFrame:
-        return frame.rename(columns=dict(self.options["columns"]))
+        names = dict(self.options["columns"])
+        _refuse_merged_names(names, list(frame.columns))
+        return frame.rename(columns=names)
 
     def output_columns(self, properties: dict[str, Any], key: tuple[str, ...]) -> tuple[dict[str, Any], tuple[str, ...]]:
         """Declarations and key follow the new names (a renamed money column stays exact)."""
         names = dict(self.options["columns"])
         return {names.get(name, name): spec for name, spec in properties.items()}, tuple(names.get(k, k) for k in key)
+
+
+def _refuse_merged_names(names: dict[str, str], columns: list[Any]) -> None:
+    """Two columns under one name are a value the sinks cannot place: refuse the rename."""
+    sources: dict[Any, list[Any]] = {}
+    for column in columns:
+        sources.setdefault(names.get(column, column), []).append(column)
+    for target, found in sources.items():
+        renamed = [column for column in found if column in names]
+        if len(found) < 2 or not renamed:
+            continue
+        if len(renamed) < len(found):
+            raise StepError(f"rename: {' and '.join(map(str, renamed))} would become {target}, which is already "
+                            f"a column; drop or rename {target} first")
+        raise StepError(f"rename: {' and '.join(map(str, renamed))} would both become {target}; "
+                        f"a page may have only one of them")
 
 
 class Select(Transform):
@@ -117,6 +139,8 @@ class ParseTimestamps(Transform):
 
     Values must carry an offset (or Z) unless ``assume_tz`` names the zone of naive local
     times; then the repeated autumn hour is ambiguous and fails unless ``ambiguous`` says how.
+    Without ``assume_tz`` a time without an offset, or a date alone, fails the step: read as
+    UTC it would be an hour or two off in Europe.
 
     Example::
 
@@ -141,15 +165,16 @@ class ParseTimestamps(Transform):
 
     def _parse(self, values: pd.Series) -> pd.Series:
         zone = self.options.get("assume_tz")
-        if zone is None:
-            return pd.to_datetime(values, utc=True, format="ISO8601")
+        if zone is None:  # a time without an offset is refused, never taken for UTC
+            return _utc_instants(values, where=f"parse_timestamps: column {values.name!r}")
         naive = pd.to_datetime(values, format="ISO8601")
         ambiguous = {"raise": "raise", "earliest": True, "latest": False}[self.options.get("ambiguous", "raise")]
         return naive.dt.tz_localize(zone, ambiguous=ambiguous, nonexistent="raise").dt.tz_convert("UTC")
 
 
 class ToLocalTime(Transform):
-    """Convert timezone-aware timestamps to a market's local time.
+    """Convert timezone-aware timestamps, or ISO 8601 text with an offset, to a market's local
+    time (the same instants). A time without an offset fails the step rather than be taken for UTC.
 
     Example::
 
@@ -165,10 +190,8 @@ class ToLocalTime(Transform):
         columns = list(self.options["columns"])
         _require(frame, columns, "to_local_time")
         frame = frame.copy()
-        for column in columns:
-            values = frame[column]
-            if not isinstance(values.dtype, pd.DatetimeTZDtype):
-                values = pd.to_datetime(values, utc=True, format="ISO8601")
+        for column in columns:  # a time without an offset is refused, never taken for UTC
+            values = _utc_instants(frame[column], where=f"to_local_time: column {column!r}")
             frame[column] = values.dt.tz_convert(self.options["tz"])
         return frame
 

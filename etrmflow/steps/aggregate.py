@@ -17,7 +17,9 @@ from etrmflow.steps.values import (
     exact_sum,
     has_decimals,
     is_missing,
+    offset_text,
     to_decimal,
+    utc_instants,
 )
 
 FUNCTIONS = ("sum", "count", "min", "max", "mean", "first", "last")
@@ -38,8 +40,10 @@ class Aggregate(DatasetStep):
     Each measure is ``{output column: {function: input column}}``. ``sum``, ``min``, ``max``,
     ``mean``, ``first`` and ``last`` skip empty values, and give an empty value for a group with
     none (like SQL); ``count`` counts the non-empty values. ``first``/``last`` follow the
-    arrival order. Sums of Decimals (``x-etrmflow-decimal`` money) are exact; their ``mean`` is
-    rounded once, half to even, to ``scale`` decimals. A whole-dataset step: see pipelines.md.
+    arrival order; ``min``/``max`` of date-time text with UTC offsets (an ``updated_at`` as
+    sent) give the text of the earliest or latest instant, not the smallest text. Sums of
+    Decimals (``x-etrmflow-decimal`` money) are exact; their ``mean`` is rounded once, half to
+    even, to ``scale`` decimals. A whole-dataset step: see pipelines.md.
 
     Example::
 
@@ -105,6 +109,8 @@ def _members(codes: np.ndarray, groups: int) -> list[np.ndarray]:
 
 
 def _measure(series: pd.Series, function: str, members: list[np.ndarray], scale: int, what: str) -> Any:
+    if function in ("min", "max") and offset_text(series):
+        return _extreme_instants(series, function, members, what)
     exact = has_decimals(series)
     values = series.tolist()
     reduce = _REDUCERS[function]
@@ -123,6 +129,19 @@ def _measure(series: pd.Series, function: str, members: list[np.ndarray], scale:
     if dtype == "float64":
         return np.array([np.nan if r is None else r for r in results], dtype="float64")
     return pd.array(results, dtype=dtype)
+
+
+def _extreme_instants(series: pd.Series, function: str, members: list[np.ndarray], what: str) -> Any:
+    """min/max of date-time text with UTC offsets: the text of the earliest or latest instant
+    (as text, 02:30+02:00 would beat 02:10+01:00, which is forty minutes later)."""
+    instants = utc_instants(series, where=f"{what}: {function} of column {series.name!r}").tolist()
+    values = series.tolist()
+    pick = min if function == "min" else max
+    results = []
+    for rows in members:
+        present = [int(i) for i in rows if not pd.isna(instants[i])]
+        results.append(values[pick(present, key=instants.__getitem__)] if present else None)
+    return object_array(results) if series.dtype == object else pd.array(results, dtype=series.dtype)
 
 
 def _result_dtype(series: pd.Series, function: str) -> Any:

@@ -12,10 +12,11 @@ import pandas as pd
 from etrmflow.engine.staging_codec import dumps_tagged
 from etrmflow.steps.common import COLUMNS, StepError, options_object, require_columns
 from etrmflow.steps.dataset import CHUNK_ROWS, DatasetStep
-from etrmflow.steps.values import is_missing
+from etrmflow.steps.values import is_missing, offset_text, utc_instants
 
 _POSITION = "__etrmflow_position"
 _GROUP = "__etrmflow_group"
+_RANK = "__etrmflow_rank_"
 
 
 class Dedupe(DatasetStep):
@@ -23,7 +24,9 @@ class Dedupe(DatasetStep):
 
     Within a key, rows are ranked by ``order_by`` (ascending, empty values first, so any value
     beats none); ``keep: latest`` keeps the last of them, ``keep: first`` the first. Without
-    ``order_by`` the arrival order ranks them (page by page, row by row). Rows equal on every
+    ``order_by`` the arrival order ranks them (page by page, row by row). Date-time text with
+    UTC offsets (an ``updated_at`` as sent) ranks by the instant it names, not as text; a time
+    without an offset among such values fails the step. Rows equal on every
     ``order_by`` column are a tie: the arrival order decides it (``latest`` keeps the later
     row, ``first`` the earlier), unless ``on_tie: fail``, which fails the run when the tied
     rows differ in any column. Rows with an empty key column cannot be told apart and are all
@@ -67,33 +70,36 @@ class Dedupe(DatasetStep):
         kept = ~ranked.duplicated(subset=[_GROUP], keep="last" if self.latest else "first") | keyless
         self._check_ties(ranked, kept & ~keyless)
         self.count("rows_without_key", int(keyless.sum()))
-        out = ranked[kept].sort_values(_GROUP, kind="stable").drop(columns=[_GROUP, _POSITION])
+        out = ranked[kept].sort_values(_GROUP, kind="stable").drop(columns=[_GROUP, _POSITION, *self._ranks])
         self.count("rows_in", len(frame))
         self.count("rows_out", len(out))
         self.count("duplicates_dropped", len(frame) - len(out))
         return out.reset_index(drop=True)
 
+    @property
+    def _ranks(self) -> list[str]:
+        return [f"{_RANK}{number}" for number in range(len(self.order_by))]
+
     def _ranked(self, frame: pd.DataFrame) -> pd.DataFrame:
         """The rows sorted by key group (in the order the chunk has them), rank, then arrival."""
-        for column in self.order_by:
-            _check_rankable(frame[column])
         ranked = frame.reset_index(drop=True)
         groups = ranked.groupby(self.key, sort=False, dropna=False).ngroup()
-        ranked = ranked.assign(**{_GROUP: groups.to_numpy(), _POSITION: np.arange(len(ranked))})
-        return ranked.sort_values([_GROUP, *self.order_by, _POSITION], na_position="first", kind="stable")
+        ranks = {name: _rank_values(ranked[column]) for name, column in zip(self._ranks, self.order_by)}
+        ranked = ranked.assign(**{_GROUP: groups.to_numpy(), _POSITION: np.arange(len(ranked))}, **ranks)
+        return ranked.sort_values([_GROUP, *self._ranks, _POSITION], na_position="first", kind="stable")
 
     def _check_ties(self, ranked: pd.DataFrame, kept: pd.Series) -> None:
         """Count the keys whose kept row ties with another on order_by (and fail if asked)."""
         if not self.order_by:
             return
-        rank = [_GROUP, *self.order_by]
+        rank = [_GROUP, *self._ranks]
         winners = ranked.loc[kept & ranked.duplicated(subset=rank, keep=False), rank]
         if winners.empty:
             return
         rivals = ranked.merge(winners, on=rank)  # every row tied with a kept one (merge matches NaN)
         conflicts = 0
         for _, rows in rivals.groupby(_GROUP, sort=False):
-            values = rows.drop(columns=[_GROUP, _POSITION])
+            values = rows.drop(columns=[_GROUP, _POSITION, *self._ranks])
             if len({dumps_tagged(row) for row in values.to_dict("records")}) > 1:
                 conflicts += 1
                 if self.fail_on_tie:
@@ -102,6 +108,16 @@ class Dedupe(DatasetStep):
                                     f"{', '.join(self.order_by)}, and on_tie is fail")
         self.count("ties", len(winners))
         self.count("conflicting_ties", conflicts)
+
+
+def _rank_values(values: pd.Series) -> pd.Series:
+    """What an order_by column ranks by: its values, or for date-time text with UTC offsets
+    (an updated_at as sent) the instants, since text order is not time order across offsets
+    (``02:30+02:00`` is before ``02:10+01:00``) nor with fractions (``28.5Z`` sorts before ``28Z``)."""
+    _check_rankable(values)
+    if not offset_text(values):
+        return values
+    return utc_instants(values, where=f"dedupe: order_by column {values.name!r}")
 
 
 def _check_rankable(values: pd.Series) -> None:

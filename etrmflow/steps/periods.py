@@ -43,8 +43,9 @@ class ExpandIntervals(Transform):
     23-hour spring day gives 23 hourly rows and a 25-hour autumn day 25. New columns: the
     interval's start and end (UTC instants), its number within the period (from 0 unless
     ``index_base: 1``) and, when named, its start and end in local time of ``tz`` (the market's
-    zone). A period that is not a whole number of intervals, that ends before it starts, or
-    that would give more than ``max_intervals`` rows fails the step.
+    zone). A period that is not a whole number of intervals, that does not start on the
+    resolution's grid of local time in ``tz`` (an hourly period from 00:30), that ends before it
+    starts, or that would give more than ``max_intervals`` rows fails the step.
 
     ``divide`` spreads energy quantities evenly over the intervals. Floats are divided; a
     Decimal must divide exactly (24 MWh over 24 hours) unless ``scale`` is set: then each part
@@ -100,10 +101,14 @@ class ExpandIntervals(Transform):
                             f"columns otherwise (interval_start, interval_end, interval_index, local_start, local_end)")
         starts, counts = self._periods(frame)
         out = repeat_rows(frame, counts)
-        first = np.repeat(starts.to_numpy(dtype="datetime64[ns]"), counts)
+        # In microseconds, or nanoseconds if the instants came so: a cast to nanoseconds wraps
+        # instants after 2262 around into the 1700s without a word.
+        unit = "ns" if starts.dt.unit == "ns" else "us"
+        first = np.repeat(starts.dt.tz_localize(None).to_numpy().astype(f"datetime64[{unit}]"), counts)
         number = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
-        begins = pd.DatetimeIndex(first + number * np.timedelta64(self.seconds, "s")).tz_localize("UTC")
-        ends = begins + pd.Timedelta(seconds=self.seconds)
+        length = np.timedelta64(self.seconds, "s")
+        begins = pd.DatetimeIndex(first + number * length).tz_localize("UTC")
+        ends = begins + length
         out[self.names["interval_start"]] = begins
         out[self.names["interval_end"]] = ends
         out[self.names["interval_index"]] = number + self.options.get("index_base", 0)
@@ -127,6 +132,11 @@ class ExpandIntervals(Transform):
         self._refuse(frame, seconds <= 0, f"ends at or before its start ({start} >= {end})")
         self._refuse(frame, seconds % self.seconds != 0,
                      f"is not a whole number of {self.options['resolution']} intervals")
+        local = starts.dt.tz_convert(self.options["tz"]).dt.tz_localize(None)
+        into_day = (local - local.dt.normalize()).to_numpy()
+        self._refuse(frame, into_day % np.timedelta64(self.seconds, "s") != np.timedelta64(0, "s"),
+                     f"does not start on a {self.options['resolution']} boundary of {self.options['tz']} local "
+                     f"time (a wrong offset, or intervals shorter than the resolution)")
         counts = (seconds // self.seconds).astype(np.int64)
         limit = self.options.get("max_intervals", 100_000)
         self._refuse(frame, counts > limit, f"would give more than max_intervals ({limit}) intervals; "

@@ -81,6 +81,8 @@ class PythonStep(Transform):
 def load_function(spec: str, project_dir: Path) -> Callable[..., Any]:
     """The function named ``module:function``, its module imported from ``project_dir``."""
     name, _, attribute = spec.partition(":")
+    if attribute.startswith("__"):
+        raise StepError(f"{spec}: names starting with '__' are Python internals, not the project's functions")
     with _IMPORTING:
         module = _import(name, project_dir.resolve())
     function = getattr(module, attribute, None)
@@ -102,6 +104,7 @@ def _import(name: str, root: Path) -> ModuleType:
     if loaded is not None and not _inside(loaded, root):  # ours, imported from another project folder
         for module_name in [m for m in sys.modules if m == top or m.startswith(top + ".")]:
             del sys.modules[module_name]
+    before = set(sys.modules)
     sys.path.insert(0, str(root))
     try:
         module = importlib.import_module(name)
@@ -110,8 +113,27 @@ def _import(name: str, root: Path) -> ModuleType:
                         f"{type(exc).__name__}: {exc}") from None
     finally:
         sys.path.remove(str(root))
+    _refuse_shadowing(set(sys.modules) - before, root)
     _IMPORTED_FROM[top] = root
     return module
+
+
+def _refuse_shadowing(added: set[str], root: Path) -> None:
+    """A project file the step's module imported in place of a standard or installed module of
+    its name (``mailbox.py`` for ``import mailbox``): it would stay that module for the whole
+    process, etrmflow's own imports included. Undone, and refused."""
+    for name in sorted(added):
+        module = sys.modules.get(name)
+        if "." in name or module is None or not _inside(module, root):
+            continue
+        others = [entry for entry in sys.path if entry and Path(entry).resolve() != root]
+        spec = None if name in sys.stdlib_module_names else importlib.machinery.PathFinder.find_spec(name, others)
+        if name in sys.stdlib_module_names or spec is not None:
+            for loaded in added:
+                sys.modules.pop(loaded, None)
+            where = "the standard library" if spec is None else spec.origin
+            raise StepError(f"the project's module {name!r} ({module.__file__}) would replace {name} from {where} "
+                            f"for the whole run; rename the project's {name}")
 
 
 def _where(exc: BaseException) -> str:

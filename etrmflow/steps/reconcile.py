@@ -16,7 +16,14 @@ from etrmflow.engine.staging_codec import key_rows, object_array, sql_order
 from etrmflow.engine.staging_read import read_chunks
 from etrmflow.steps.common import StepError, options_object, require_columns
 from etrmflow.steps.dataset import CHUNK_ROWS, DEFAULT_CHUNK_ROWS, DatasetStep, Grain
-from etrmflow.steps.reconcile_data import OtherSide, Tolerance, compare, converter
+from etrmflow.steps.reconcile_data import (
+    OtherSide,
+    Tolerance,
+    as_type_of,
+    compare,
+    converter,
+    typed_like,
+)
 
 log = logging.getLogger("etrmflow.run")
 _NAME = {"type": "string", "minLength": 1}
@@ -195,7 +202,7 @@ class Reconcile(DatasetStep):
         compared = not reasons  # one row on each side: a duplicate's fields are shown, not compared
         for index, (field, tolerance) in enumerate(zip(self.fields, self.tolerances)):
             a = ours.fields[index] if ours else None
-            b = theirs.fields[index] if theirs else None
+            b = as_type_of(a, theirs.fields[index]) if theirs else None
             same, diff = compare(a, b, tolerance) if compared else (True, None)
             if not same:
                 reasons.append(f"{field}_mismatch")
@@ -223,11 +230,8 @@ class Reconcile(DatasetStep):
             frame[f"{side}_rows"] = frame[f"{side}_rows"].astype("int64")
         frame["status"] = frame["status"].astype(str)
         for column in self.keys:
-            if sample is not None:
-                try:  # the key columns keep the pipeline's dtypes
-                    frame[column] = pd.Series(columns[column], dtype=sample[column].dtype)
-                except (TypeError, ValueError):
-                    pass
+            if sample is not None:  # the key columns keep the pipeline's dtypes where they hold every key
+                frame[column] = typed_like(columns[column], sample[column].dtype)
         return frame
 
     def _log(self) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from etrmflow.engine.staging_codec import object_array
 from etrmflow.steps.common import StepError
 from etrmflow.steps.tables import table_rows
 from etrmflow.steps.values import is_missing
@@ -95,6 +96,39 @@ def converter(sample: pd.Series | None) -> Any:
     if isinstance(dtype, pd.DatetimeTZDtype) or types.is_datetime64_dtype(dtype):
         return lambda value: _timestamp(value, getattr(dtype, "tz", None))
     return _text
+
+
+def as_type_of(ours: Any, theirs: Any) -> Any:
+    """The other side's value as the type of the pipeline's value for the same key. The other
+    side is read as the types of the first chunk's values; text there (all of that chunk's
+    values were empty) is read again here, so the result does not depend on the chunking."""
+    if isinstance(theirs, str) and not isinstance(ours, str) and not is_missing(ours):
+        return _by_value(ours)(theirs)
+    return theirs
+
+
+def typed_like(values: list[Any], dtype: Any) -> Any:
+    """``values`` as a column of the pipeline's ``dtype`` when it holds each of them as it is
+    (the other side's keys included: a category without them would empty them, a boolean column
+    would make any text True); else the values as they are."""
+    if isinstance(dtype, pd.CategoricalDtype) and not all(is_missing(v) or v in dtype.categories for v in values):
+        return object_array(values)
+    try:
+        typed = pd.Series(values, dtype=dtype)
+    except (TypeError, ValueError, OverflowError):
+        return object_array(values)
+    for value, kept in zip(values, typed.tolist()):
+        missing = is_missing(value)
+        if missing != is_missing(kept) or (not missing and (type(kept) is not type(value) and kept != value
+                                                             or _kind(kept) != _kind(value))):
+            return object_array(values)
+    return typed
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, (bool, np.bool_)):
+        return "bool"
+    return "text" if isinstance(value, str) else "other"
 
 
 def _by_value(first: Any) -> Any:

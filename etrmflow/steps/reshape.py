@@ -13,6 +13,7 @@ from etrmflow.steps.common import StepError, options_object
 from etrmflow.steps.values import is_missing, repeat_rows, row_names
 
 _NAME = {"type": "string", "minLength": 1}
+_EXACT_IN_FLOAT = 2**53
 INDEX_BASE = {"enum": [0, 1], "description": "Number of the first element: 0 (default, as in JSON "
                                              "pointers like /legs/0) or 1."}
 
@@ -67,7 +68,7 @@ class ExplodeLegs(Transform):
         index = [None if leg is None else number + self.base for legs in slots for number, leg in enumerate(legs)]
         out[self.index_column] = pd.array(index, dtype="Int64")
         for field in fields:
-            out[self.prefix + field] = pd.Series([_get(leg, field) for leg in rows], index=out.index)
+            out[self.prefix + str(field)] = _leg_column([_get(leg, field) for leg in rows], out.index)
         return out
 
     def _legs(self, frame: pd.DataFrame, position: int, value: Any) -> list[Mapping[str, Any]]:
@@ -92,8 +93,8 @@ class ExplodeLegs(Transform):
                             f"no legs in column {self.column!r}{absent} (empty or missing); set `empty: keep` to "
                             f"keep such rows once, with empty leg columns")
 
-    def _fields(self, lists: list[list[Mapping[str, Any]]], parent: list[str]) -> list[str]:
-        fields: dict[str, None] = {}  # every leg field, in order of first appearance
+    def _fields(self, lists: list[list[Mapping[str, Any]]], parent: list[str]) -> list[Any]:
+        fields: dict[Any, None] = {}  # every leg field, in order of first appearance
         for legs in lists:
             for leg in legs:
                 fields.update(dict.fromkeys(leg))
@@ -106,8 +107,23 @@ class ExplodeLegs(Transform):
         if clashes:
             raise StepError(f"{self.type_name}: leg field(s) {', '.join(clashes)} would overwrite the column(s) "
                             f"of the same name; set `prefix` (e.g. prefix: leg_) or rename the columns first")
-        return [str(field) for field in fields]
+        return list(fields)
 
 
-def _get(leg: Mapping[str, Any] | None, field: str) -> Any:
+def _get(leg: Mapping[str, Any] | None, field: Any) -> Any:
     return None if leg is None else leg.get(field)
+
+
+def _leg_column(values: list[Any], index: pd.Index) -> pd.Series:
+    """A leg field's values as a column. Integers with gaps (a field some legs lack) would be
+    floats, which round beyond 2**53 (9007199254740993 to ...992): they become nullable Int64,
+    or Python ints where int64 cannot hold them either."""
+    column = pd.Series(values, index=index)
+    if column.dtype != "float64":
+        return column
+    present = [value for value in values if not is_missing(value)]
+    if not any(type(value) is int and abs(value) > _EXACT_IN_FLOAT for value in present):
+        return column
+    if all(type(value) is int and -2**63 <= value < 2**63 for value in present):
+        return pd.Series(pd.array(values, dtype="Int64"), index=index)
+    return pd.Series(values, index=index, dtype=object)

@@ -27,8 +27,9 @@ SCALE = {"type": "integer", "minimum": 0, "maximum": 18}
 
 _SHOWN = 5
 # An offset counts only after a time of day: the "-29" of the date 2026-03-29 is no offset.
-_OFFSET = re.compile(r"[T ]\d{2}(?::?\d{2}(?::?\d{2}(?:[.,]\d+)?)?)?\s*(?:Z|[+-]\d{2}(?::?\d{2})?)$",
-                     re.IGNORECASE)
+# One pattern for Python's re and Arrow's RE2 (which checks a whole column in compiled code).
+_OFFSET_PATTERN = r"[Tt ]\d{2}(?::?\d{2}(?::?\d{2}(?:[.,]\d+)?)?)?\s*(?:[Zz]|[+-]\d{2}(?::?\d{2})?)\s*$"
+_OFFSET = re.compile(_OFFSET_PATTERN)
 
 
 class Inexact(ArithmeticError):
@@ -167,18 +168,57 @@ def utc_instants(values: pd.Series, *, where: str) -> pd.Series:
     if pd.api.types.is_datetime64_dtype(values.dtype):
         raise StepError(f"{where} holds timestamps without a time zone; parse them with "
                         f"parse_timestamps (assume_tz: <zone>) first")
-    present = values[~values.map(is_missing)]
-    for value in present:
-        naive = isinstance(value, str) and not _OFFSET.search(value.strip())
-        if naive or (hasattr(value, "tzinfo") and value.tzinfo is None):
-            raise StepError(f"{where} holds {value!s:.40} without a UTC offset; send or parse times with "
-                            f"an offset (parse_timestamps with assume_tz names the zone of local times)")
-        if not isinstance(value, (str, pd.Timestamp)) and not hasattr(value, "tzinfo"):
-            raise StepError(f"{where} holds {value!r} ({type(value).__name__}), not a time")
+    naive = _first_naive(values, where)
+    if naive is not None:
+        raise StepError(f"{where} holds {naive!s:.40} without a UTC offset; send or parse times with "
+                        f"an offset (parse_timestamps with assume_tz names the zone of local times)")
     try:
         return pd.to_datetime(values, utc=True, format="ISO8601")
     except (ValueError, TypeError) as exc:
         raise StepError(f"{where} holds a value that is not an ISO 8601 time: {exc}") from None
+
+
+def offset_text(values: pd.Series) -> bool:
+    """True when a text column holds at least one ISO 8601 date-time with a UTC offset: an
+    instant spelt as text, which ranks by the instant, not letter by letter."""
+    if not pd.api.types.is_string_dtype(values.dtype):
+        return False
+    matched = _offset_matches(values)
+    if matched is None:
+        return any(isinstance(v, str) and _OFFSET.search(v) is not None for v in values.tolist())
+    return bool(matched.any())
+
+
+def _first_naive(values: pd.Series, where: str) -> Any:
+    """The first value that is no instant with an offset (None: every value has one, or is empty)."""
+    matched = _offset_matches(values)
+    if matched is not None:  # all text: one compiled pass over the column
+        bad = np.flatnonzero(~matched & values.notna().to_numpy(dtype=bool))
+        return values.iloc[bad[0]] if len(bad) else None
+    for value in values[~values.map(is_missing)]:
+        naive = isinstance(value, str) and not _OFFSET.search(value)
+        if naive or (hasattr(value, "tzinfo") and value.tzinfo is None):
+            return value
+        if not isinstance(value, (str, pd.Timestamp)) and not hasattr(value, "tzinfo"):
+            raise StepError(f"{where} holds {value!r} ({type(value).__name__}), not a time")
+    return None
+
+
+def _offset_matches(values: pd.Series) -> np.ndarray | None:
+    """Per value, whether it is text ending in a time with an offset (empty cells: False);
+    None when the column holds something other than text and empty cells."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    try:
+        texts = pa.array(values, type=pa.string(), from_pandas=True)
+    except pa.ArrowException:  # numbers, timestamps, mixed objects: checked value by value
+        return None
+    zulu = pc.fill_null(pc.ends_with(texts, "Z"), False)  # most vendors: a cheap test settles it
+    if pc.all(zulu).as_py():
+        return np.ones(len(texts), dtype=bool)
+    matched = pc.fill_null(pc.match_substring_regex(texts, _OFFSET_PATTERN), False)
+    return np.asarray(matched.to_numpy(zero_copy_only=False), dtype=bool)
 
 
 def row_names(frame: pd.DataFrame, positions: list[int]) -> str:
