@@ -3,7 +3,10 @@ the usual page."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import pickle
+import re
 from decimal import Decimal
 from typing import Any
 
@@ -142,7 +145,8 @@ json_values = st.recursive(
     max_leaves=15)
 
 
-@given(json_values, st.sampled_from([0, orjson.OPT_SORT_KEYS, orjson.OPT_SORT_KEYS | orjson.OPT_APPEND_NEWLINE]))
+@given(json_values, st.sampled_from([0, orjson.OPT_SORT_KEYS, orjson.OPT_SORT_KEYS | orjson.OPT_APPEND_NEWLINE,
+                                      orjson.OPT_INDENT_2, orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS]))
 def test_what_orjson_refuses_is_written_as_orjson_writes_the_rest(value: Any, option: int) -> None:
     from etrmflow.jsontext import _written_by_hand
 
@@ -154,3 +158,109 @@ def test_nesting_deeper_than_orjson_writes_round_trips_byte_for_byte() -> None:
     assert jsontext.dumps(jsontext.loads(text)) == text
     assert jsontext.dumps(jsontext.loads(text), option=orjson.OPT_SORT_KEYS) == text.replace(
         b'"b":18446744073709551617,"a":0.10000000000000000001', b'"a":0.10000000000000000001,"b":18446744073709551617')
+
+
+
+# --- lone surrogates: "Ac\ud800me" is JSON syntax but no Unicode --------------------------------
+
+LONE = rb'{"id": "D-1", "name": "Ac\ud800me", "legs": [{"n\udc00te": 1}, {"ok": 2}], "fine": {"x": "\ud83d\ude00"}}'
+
+
+def test_a_lone_surrogate_is_refused_unless_the_caller_reads_them() -> None:
+    with pytest.raises(orjson.JSONDecodeError, match="surrogate"):
+        jsontext.loads(LONE)
+    value = jsontext.loads(LONE, lone_surrogates=True)
+    assert value == json.loads(LONE)
+    assert value["name"] == "Ac\ud800me" and value["legs"][0] == {"n\udc00te": 1}
+
+
+def test_each_object_and_array_holding_a_lone_surrogate_is_marked_and_nothing_else() -> None:
+    value = jsontext.loads(LONE, lone_surrogates=True)
+    assert type(value) is jsontext.LoneSurrogateDict
+    assert type(value["legs"]) is jsontext.LoneSurrogateList
+    assert type(value["legs"][0]) is jsontext.LoneSurrogateDict  # its key holds one
+    assert type(value["legs"][1]) is dict and type(value["fine"]) is dict
+    assert value["fine"]["x"] == "\U0001F600"  # a whole pair is one character
+    assert type(jsontext.loads(rb'"\udfff"', lone_surrogates=True)) is str
+
+
+def test_a_text_orjson_reads_is_orjson_s_reading_even_when_lone_surrogates_are_allowed() -> None:
+    body = rb'{"a": ["\ud83d\ude00", 1.5, 7]}'
+    value = jsontext.loads(body, lone_surrogates=True)
+    assert value == orjson.loads(body) and type(value) is dict and type(value["a"]) is list
+
+
+@pytest.mark.parametrize("body", [
+    rb'["\ud800", NaN]', rb'["\ud800", -Infinity]', rb'["\ud800",]', rb'["\ud800"', rb'["\ud800" "x"]',
+    b'["\xed\xa0\x80"]',  # the surrogate's own bytes: not UTF-8, so not JSON text
+    b'["\\ud800", "\x01"]', b'\xef\xbb\xbf["\\ud800"]', rb'["\ud800"] x', rb'{"\ud800": 1 2}',
+    "[\"\ud800\"]",  # a Python string holding the code point itself: no UTF-8 either
+    rb'["\\ud800"]x',
+])
+def test_text_with_a_lone_surrogate_that_is_not_json_for_another_reason_is_still_refused(body: bytes | str) -> None:
+    with pytest.raises(orjson.JSONDecodeError):
+        jsontext.loads(body, lone_surrogates=True)
+
+
+def test_numbers_stay_exact_on_a_text_read_for_its_lone_surrogate() -> None:
+    value = jsontext.loads(rb'[40.4500000000000001, 18446744073709551617, 1.5, 40.450000000000003, "\ud800"]',
+                           lone_surrogates=True)
+    assert [type(item) for item in value[:4]] == [JsonNumber, int, float, float]
+    assert repr(value[0]) == "40.4500000000000001" and value[1] == 2**64 + 1 and value[3] == 40.45
+
+
+def test_a_lone_surrogate_is_written_back_as_its_escape_byte_for_byte() -> None:
+    text = rb'{"a":"Ac\ud800me","b":[{"n\udc00te":1},"\udfff\ud800x\"\\"],"c":"' + "\U0001F600".encode() + b'"}'
+    value = jsontext.loads(text, lone_surrogates=True)
+    assert jsontext.dumps(value) == text
+    assert jsontext.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_APPEND_NEWLINE) == text + b"\n"
+    assert b"\xef\xbf\xbd" not in jsontext.dumps(value)  # never U+FFFD
+    assert jsontext.dumps(dict(value)) == text  # unmarked, as a masked copy is: the same
+
+
+surrogates = st.integers(0xD800, 0xDFFF).map(chr)
+texts_with_lone_surrogates = st.lists(st.one_of(st.text(max_size=4), surrogates), min_size=1, max_size=6).map(
+    "".join).filter(lambda text: not re.search("[\ud800-\udbff][\udc00-\udfff]", text))
+"""Not a high surrogate just before a low one: two code points no reader gives (it reads them
+as the one character of the pair), which written back would read as that character."""
+
+
+@given(st.recursive(st.one_of(texts_with_lone_surrogates, st.integers(), st.none()),
+                    lambda inner: st.one_of(st.lists(inner, max_size=3),
+                                            st.dictionaries(texts_with_lone_surrogates, inner, max_size=3)),
+                    max_leaves=8),
+       st.sampled_from([0, orjson.OPT_SORT_KEYS, orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS]))
+def test_any_value_with_lone_surrogates_round_trips(value: Any, option: int) -> None:
+    written = jsontext.dumps(value, option=option)
+    written.decode("utf-8")  # valid UTF-8: the surrogates are escapes
+    assert json.loads(written) == value
+    assert jsontext.dumps(jsontext.loads(written, lone_surrogates=True), option=option) == written
+
+
+def test_pretty_indents_a_value_with_a_lone_surrogate_as_orjson_indents_the_rest() -> None:
+    value = jsontext.loads(rb'{"b": [1, {}], "a": "x\ud800", "c": []}', lone_surrogates=True)
+    assert jsontext.pretty(value) == '{\n  "b": [\n    1,\n    {}\n  ],\n  "a": "x\\ud800",\n  "c": []\n}'
+
+
+def test_a_lone_surrogate_nested_as_deep_as_orjson_reads_is_marked_and_written_back() -> None:
+    text = b"[" * 1000 + rb'{"k":"\ud800"}' + b"]" * 1000
+    value = jsontext.loads(text, lone_surrogates=True)
+    assert type(value) is jsontext.LoneSurrogateList
+    assert jsontext.dumps(value) == text
+
+
+def test_escape_lone_surrogates_makes_text_printable_and_leaves_the_rest() -> None:
+    assert jsontext.escape_lone_surrogates("Ac\ud800me \U0001F600 \\u") == "Ac\\ud800me \U0001F600 \\u"
+    assert jsontext.has_lone_surrogate("a\udc00") and not jsontext.has_lone_surrogate("\U0001F600")
+
+
+def test_record_hashes_and_staged_cells_cope_with_lone_surrogates() -> None:
+    from etrmflow.engine.processing import record_sha256
+    from etrmflow.engine.staging_codec import dumps_tagged, loads_tagged
+
+    record = jsontext.loads(rb'{"b": "Ac\ud800me", "a": {"n\udc00": [1.5, 40.4500000000000001]}}',
+                            lone_surrogates=True)
+    assert record_sha256(record) == hashlib.sha256(
+        rb'{"a":{"n\udc00":[1.5,40.4500000000000001]},"b":"Ac\ud800me"}').hexdigest()
+    staged = dumps_tagged(record)
+    assert "\\ud800" in staged and loads_tagged(staged) == record

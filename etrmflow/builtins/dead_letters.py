@@ -9,7 +9,7 @@ import os
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, ClassVar
 
 import orjson
 
@@ -34,9 +34,10 @@ def _dedupe_key(record_sha256: str, contract: str, version: str,
                 reasons: Iterable[tuple[str, str]]) -> bytes:
     """A 16-byte digest of what makes a quarantined record the same one again.
 
-    A digest, not the tuple, so that the keys of a large file fit in memory.
+    A digest, not the tuple, so that the keys of a large file fit in memory. ``jsontext``
+    writes what orjson writes, and a pointer with a lone surrogate too.
     """
-    text = orjson.dumps([record_sha256, contract, version, sorted(reasons)])
+    text = jsontext.dumps([record_sha256, contract, version, sorted(reasons)])
     return hashlib.blake2b(text, digest_size=16).digest()
 
 
@@ -93,7 +94,9 @@ def read_entries(path: Path) -> Iterator[Entry]:
             if not line.strip():
                 continue
             try:
-                data = jsontext.loads(line)  # a letter's record replays with the digits it was sent with
+                # A letter's record replays with the digits it was sent with, and a lone surrogate
+                # as its escape (written back so by jsontext.dumps) is read too, marked.
+                data = jsontext.loads(line, lone_surrogates=True)
                 key = _entry_key(data)
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
                 log.warning("%s:%d: skipping a dead-letter line that cannot be read (%s); an "
@@ -169,7 +172,7 @@ class JsonlDeadLetterSink(DeadLetterSink):
     """
 
     type_name = "jsonl"
-    options_schema = {
+    options_schema: ClassVar[dict[str, Any]] = {
         "type": "object",
         "additionalProperties": False,
         "properties": {

@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from etrmflow.dlq.model import StoredLetter
+from etrmflow.jsontext import escape_lone_surrogates
 
 STATUSES = ("open", "resolved", "all")
 MESSAGE_WIDTH = 70
@@ -55,7 +56,9 @@ def row(letter: StoredLetter, primary_key: Sequence[str]) -> dict[str, Any]:
 
 
 def _cell(value: Any) -> str:
-    return "-" if value is None else str(value)
+    # A key with a lone surrogate (quarantined for it) is shown as its escape: a terminal
+    # cannot print the code point itself.
+    return "-" if value is None else escape_lone_surrogates(str(value))
 
 
 def _shorten(text: str, width: int) -> str:

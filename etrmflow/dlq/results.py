@@ -8,6 +8,7 @@ from typing import Any
 from etrmflow.components import Violation
 from etrmflow.dlq.listing import violation_text
 from etrmflow.dlq.model import SHORT_HASH
+from etrmflow.jsontext import escape_lone_surrogates
 from etrmflow.secrets import redact
 
 REPLAY_RESULTS_VERSION = 1
@@ -79,7 +80,8 @@ class ReplayResult:
 
 
 def _key_text(outcome: RecordOutcome) -> str:
-    return ", ".join("-" if v is None else str(v) for v in outcome.key.values()) or "-"
+    # printable: a key with a lone surrogate (a record still quarantined for it) as its escape
+    return ", ".join("-" if v is None else escape_lone_surrogates(str(v)) for v in outcome.key.values()) or "-"
 
 
 def summary(result: ReplayResult) -> str:

@@ -13,8 +13,6 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from urllib.request import pathname2url
 
-import orjson
-
 from etrmflow import jsontext
 from etrmflow.builtins.dead_letters_sqlite import DEFAULT_PATH, DEFAULT_TABLE
 from etrmflow.components import SinkContext
@@ -30,7 +28,8 @@ def _q(name: str) -> str:
 
 def _letter(row: sqlite3.Row) -> StoredLetter:
     data = {
-        "record": jsontext.loads(row["record"]), "violations": orjson.loads(row["violations"]),
+        "record": jsontext.loads(row["record"], lone_surrogates=True),  # as the jsonl store reads it
+        "violations": jsontext.loads(row["violations"], lone_surrogates=True),
         "contract": {"name": row["contract"], "version": row["contract_version"]},
         "source": {"connector": row["connector"], "stream": row["stream"], "page": row["page"],
                    "request_url": row["request_url"]},

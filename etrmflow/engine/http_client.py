@@ -16,7 +16,6 @@ from typing import Any
 from urllib.parse import unquote_plus, urlencode, urljoin
 
 import aiohttp
-import orjson
 
 from etrmflow import jsontext
 from etrmflow.clock import Clock
@@ -24,6 +23,7 @@ from etrmflow.components import HttpClient, Request, Response
 from etrmflow.engine.retry import parse_retry_after
 from etrmflow.errors import AuthError, FatalFetchError, FetchError, RetriableFetchError
 from etrmflow.jsonpath import MISSING, compile_path, extract
+from etrmflow.jsontext import escape_lone_surrogates
 from etrmflow.plan import ResponseRule, RetryPolicy
 from etrmflow.secrets import SecretStore, redact, redact_url
 
@@ -71,6 +71,14 @@ class HttpSession(HttpClient):
         return url if "://" in url else urljoin(self.base_url, url.lstrip("/"))
 
     async def send_raw(self, request: Request, timeout: aiohttp.ClientTimeout | None = None) -> RawResponse:
+        try:
+            return await self._send_raw(request, timeout)
+        except UnicodeEncodeError as exc:
+            if "surrogates not allowed" not in str(exc):
+                raise
+            raise _unsendable(request, self.absolute(request.url)) from None
+
+    async def _send_raw(self, request: Request, timeout: aiohttp.ClientTimeout | None) -> RawResponse:
         url = _without_keys(self.absolute(request.url), request.params)
         shown = _shown(url, request.params)
         resolve = self.secrets.resolve
@@ -82,7 +90,8 @@ class HttpSession(HttpClient):
         if timeout is not None:
             kwargs["timeout"] = timeout
         if request.json is not None:
-            kwargs["data"] = orjson.dumps(_resolve_tree(request.json, resolve))
+            # jsontext: a vendor's cursor echoed in the body keeps its digits, or its \\u escape
+            kwargs["data"] = jsontext.dumps(_resolve_tree(request.json, resolve))
             kwargs["headers"].setdefault("Content-Type", "application/json")
         if request.data is not None:
             kwargs["data"] = {k: resolve(str(v)) for k, v in request.data.items()}
@@ -108,6 +117,17 @@ class HttpSession(HttpClient):
         """One attempt, JSON decoded; used by auth for token requests."""
         raw = await self.send_raw(request)
         return Response(status=raw.status, headers=raw.headers, body=_decode_lenient(raw.body), url=raw.url)
+
+
+def _unsendable(request: Request, url: str) -> FatalFetchError:
+    """A URL, query or header cannot carry a lone surrogate (it has no UTF-8 bytes): one that
+    holds one (a cursor or next link from the vendor's last page, usually) is not sent."""
+    params = {key: escape_lone_surrogates(str(value)) for key, value in request.params.items()}
+    shown = _shown(escape_lone_surrogates(_without_keys(url, request.params)), params)
+    return FatalFetchError(f"{request.method} {shown} cannot be sent: it holds a lone UTF-16 surrogate (shown "
+                           f"as its \\u escape), which no URL, query or header can carry; it usually comes "
+                           f"from a cursor or next link the vendor sent: ask the vendor to send whole "
+                           f"characters", url=shown)
 
 
 def _without_keys(url: str, params: Mapping[str, Any]) -> str:
@@ -136,6 +156,7 @@ def _basic(user: str, password: str) -> str:
 
 
 def _decode_lenient(body: bytes) -> Any:
+    # No lone surrogates: a token that holds one could not be sent in a header anyway.
     try:
         return jsontext.loads(body) if body else None
     except ValueError:  # orjson's JSONDecodeError is one
@@ -194,9 +215,11 @@ def _decode(raw: bytes) -> tuple[Any, ValueError | None]:
 
     Numbers exactly as sent: a price with more digits than a double holds must reach the
     exact-decimal check as written, not rounded to one that passes (see ``etrmflow.jsontext``).
+    A lone surrogate escape (``"Ac\\ud800me"``) is read too, marked: the page processor
+    quarantines the records that hold one, and the rest of the page loads.
     """
     try:
-        return (jsontext.loads(raw) if raw else None), None
+        return (jsontext.loads(raw, lone_surrogates=True) if raw else None), None
     except ValueError as exc:  # orjson's JSONDecodeError is one
         return None, exc
 

@@ -34,6 +34,7 @@ from etrmflow.components import (
 from etrmflow.engine.drift import DriftCounter
 from etrmflow.engine.stages import StepChain, contract_for_sinks
 from etrmflow.engine.staging import StagingPlace
+from etrmflow.engine.unicode_check import printable_names, refuse_lone_surrogates
 from etrmflow.engine.validation import validate_records
 from etrmflow.errors import RunFailed, SinkError
 from etrmflow.jsontext import JsonNumber
@@ -223,7 +224,8 @@ class PageProcessor:
                             f"is fail; first: {reasons} (quarantined in {self.dead_letter.describe()})")
         written = self.write(valid, batch) if valid else {sink.describe(): 0 for sink in self.sinks}
         return PageOutcome(fetched=len(page.records), valid=len(valid), quarantined=len(letters),
-                           dead_letters_new=new_letters, written=written, drift=self.drift.count(page.records))
+                           dead_letters_new=new_letters, written=written,
+                           drift=printable_names(self.drift.count(page.records)))
 
     def _holding_secrets(self, page: Page, verdicts: list[list[Violation]]) -> set[int]:
         """Records that hold a secret value: quarantined whatever else they are, their letters
@@ -240,6 +242,7 @@ class PageProcessor:
         verdicts = validate_records(self.validators, records)
         if self.double_keys:
             _refuse_inexact_keys(records, verdicts, self.double_keys)
+        refuse_lone_surrogates(records, verdicts)  # a type test a record, unless jsontext marked some
         return verdicts
 
     def write(self, records: list[Any], batch: BatchInfo) -> dict[str, int]:

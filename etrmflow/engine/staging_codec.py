@@ -25,6 +25,7 @@ import numpy as np
 import orjson
 import pandas as pd
 
+from etrmflow import jsontext
 from etrmflow.errors import TransformError
 from etrmflow.jsontext import JsonNumber
 
@@ -158,11 +159,18 @@ def _untagged(value: Any) -> Any:
 
 
 def dumps_tagged(value: Any) -> str:
-    return orjson.dumps(_tagged(value)).decode()
+    tagged = _tagged(value)
+    try:
+        return orjson.dumps(tagged).decode()
+    except TypeError:  # a lone surrogate, which orjson refuses: written as its \u escape
+        return jsontext.dumps(tagged).decode()
 
 
 def loads_tagged(text: str) -> Any:
-    parsed = orjson.loads(text)
+    try:
+        parsed = orjson.loads(text)
+    except orjson.JSONDecodeError:  # a lone surrogate escape (dumps_tagged wrote it)
+        parsed = jsontext.loads(text, lone_surrogates=True)
     return _untagged(parsed) if TAG in text else parsed  # no tag in the text: nothing to undo
 
 
