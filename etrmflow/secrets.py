@@ -7,6 +7,7 @@ look like credentials are masked too, whatever their value.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import logging
@@ -26,6 +27,8 @@ SENSITIVE_PARAMS = frozenset({
     "subscription_key", "code",
 })
 _MIN_SECRET_LENGTH = 4  # masking "a" or "1" everywhere would mangle every log line
+_MIN_ENCODED_LENGTH = 8  # 48 bits of a secret's Base64: never met by chance
+_URLSAFE = str.maketrans("+/", "-_")
 
 
 class Redactor:
@@ -40,10 +43,13 @@ class Redactor:
         self._lock = threading.Lock()
 
     def add(self, value: str) -> None:
+        """Remember a secret value, and its Base64 spellings: an ``Authorization: Basic`` header
+        (``base64(user:password)``) echoed by a vendor holds the password only that way."""
         if len(value) < _MIN_SECRET_LENGTH or value in self._values:
             return
         with self._lock:
             self._values.add(value)
+            self._values.update(base64_spellings(value))
             self._rebuild()
 
     @contextlib.contextmanager
@@ -74,7 +80,8 @@ class Redactor:
     def found_in(self, data: bytes) -> bool:
         """Whether JSON bytes (a response body, records) hold a secret value, as is or escaped.
 
-        ``in`` on bytes: ~0.1 ms a secret for a page of 1,000 trades (orjson reads it in ~1 ms)."""
+        ``in`` on bytes: ~0.07 ms a spelling for a page of 1,000 trades, ~0.3 ms for a secret with
+        its Base64 spellings (orjson reads the page in ~1 ms)."""
         return any(needle in data for needle in self._needles)
 
     def in_body(self, body: bytes) -> bool | None:
@@ -127,6 +134,19 @@ def _character(c: str) -> str:
     return "(?:" + "|".join(spelled) + ")"
 
 
+def base64_spellings(value: str) -> set[str]:
+    """The Base64 text that spells ``value`` wherever it sits in encoded bytes: for each of the
+    three byte alignments, the characters made of the value's bits only (the first and last may
+    mix in neighbouring bytes), standard and URL-safe. Shorter than 8 characters: none."""
+    data, found = value.encode(), set()
+    for shift in range(3):
+        encoded = base64.b64encode(bytes(shift) + data).decode("ascii")
+        core = encoded[-(-shift * 8 // 6):(shift + len(data)) * 8 // 6]
+        if len(core) >= _MIN_ENCODED_LENGTH:
+            found |= {core, core.translate(_URLSAFE)}
+    return found
+
+
 def _hex(code: int, width: int) -> str:
     return "".join(f"[{d.lower()}{d.upper()}]" if d.isalpha() else d for d in f"{code:0{width}x}")
 
@@ -168,8 +188,15 @@ class SecretStore:
                  defaults: Mapping[str, str] | None = None) -> None:
         self.environ = os.environ if environ is None else environ
         self.defaults = dict(defaults or {})
+        self._declared: set[str] | None = None
         for value in self.defaults.values():
             REDACTOR.add(value)
+
+    def declare(self, names: Iterable[str]) -> None:
+        """Resolve only these names (with any declared before): the secrets the configuration
+        uses. A marker in what a vendor sent (a cursor or next link spelling
+        ``${secret:AWS_SECRET_ACCESS_KEY}``) then stays text, never any variable's value."""
+        self._declared = (self._declared or set()) | set(names)
 
     def missing(self, names: Iterable[str]) -> list[str]:
         return sorted(n for n in set(names) if n not in self.environ and n not in self.defaults)
@@ -186,7 +213,13 @@ class SecretStore:
     def resolve(self, text: str) -> str:
         if "${secret:" not in text:
             return text
-        return SECRET_MARKER.sub(lambda match: self.value(match.group(1)), text)
+        return SECRET_MARKER.sub(self._substitute, text)
+
+    def _substitute(self, match: re.Match[str]) -> str:
+        name = match.group(1)
+        if self._declared is not None and name not in self._declared:
+            return match.group(0)
+        return self.value(name)
 
 
 def secret_names(value: object) -> set[str]:

@@ -46,6 +46,13 @@ def check_shared_outputs(pipelines: list[Any], registry: Registry, project_dir: 
             if output is None:
                 continue
             identity, replaces = output
+            reason = _protected(identity, project_dir, defaults) if replaces else None
+            if reason:
+                issues.append(issue(
+                    document, at, f"{block['type']} {_LABELS[kind]} replaces {_shown(identity, inside)} as a "
+                                  f"whole, and that is {reason}: the run would delete it",
+                    hint="give the output a path of its own, e.g. target/<pipeline>/..."))
+                continue
             where = f"{document.display} {format_key_path(at)} ({block['type']})"
             earlier = first.setdefault(identity, (replaces, where))
             if earlier[1] != where and (replaces or earlier[0]):
@@ -72,6 +79,32 @@ def _writers(data: dict[str, Any], defaults: Path) -> list[tuple[tuple[str | int
         default = {"type": "jsonl", "path": str(defaults / "dead_letter" / f"{data['name']}.jsonl")}
         found.append((("dead_letter",), Kind.DEAD_LETTER, default))
     return found
+
+
+def _shown(identity: str, inside: str) -> str:
+    return "." if identity + os.sep == inside else identity.removeprefix(inside)
+
+
+_PROJECT_FILES = ("connectors", "contracts", "pipelines", "etrmflow.yml")
+
+
+def _protected(identity: str, project_dir: str, target: Path) -> str | None:
+    """What a path replaced as a whole would take with it, if it is not an output's own: the
+    project folder (``path: .``), the target folder (checkpoints, the audit log), or the
+    project's own files (``path: pipelines``)."""
+    if "#" in identity:  # a table
+        return None
+    path, root = Path(identity), Path(project_dir).resolve()
+    if path == root or path in root.parents:
+        return "the project folder" if path == root else "a folder holding the project"
+    target = target.resolve() if target.is_absolute() else (root / target).resolve()
+    if path == target or path in target.parents:
+        return "the target folder (checkpoints, audit log, dead letters)"
+    for name in _PROJECT_FILES:
+        own = root / name
+        if path == own or own in path.parents and path.suffix in (".yml", ".yaml"):
+            return f"the project's own {name}" if path == own else f"a file of the project's {name}"
+    return None
 
 
 def _written_output(registry: Registry, kind: Kind, block: Any, project_dir: str) -> tuple[str, bool] | None:

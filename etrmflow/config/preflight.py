@@ -40,10 +40,13 @@ def check_secrets(pipelines: list[ResolvedPipeline], store: SecretStore) -> None
 
 def missing_secrets(loaded: Loaded, store: SecretStore,
                     seen: set[tuple[str, KeyPath, str]] | None = None) -> list[ConfigIssue]:
-    """Issues for every secret marker in a document that the store cannot resolve."""
+    """Issues for every secret marker in a document that the store cannot resolve. The names
+    found are declared to the store: it resolves no other (see ``SecretStore.declare``)."""
     seen = set() if seen is None else seen
     issues = []
-    for path, name in _markers(loaded.data):
+    markers = _markers(loaded.data)
+    store.declare(name for _, name in markers)
+    for path, name in markers:
         if (loaded.document.display, path, name) in seen or not store.missing([name]):
             continue
         seen.add((loaded.document.display, path, name))

@@ -123,6 +123,8 @@ class _Renderer:
             return [self.walk(item, path + (index,)) for index, item in enumerate(value)]
         if len(path) == 3 and path[0] == "sinks" and path[2] in SINK_SECRET_OPTIONS:
             return self._connection_option(value, path)
+        if path[-1:] == ("base_url",):
+            return self._base_url(value, path)
         if is_template(value):
             return self.render_string(value, path)
         return value
@@ -138,6 +140,22 @@ class _Renderer:
         if password and not SECRET_MARKER.fullmatch(password):
             where = "the password in the dsn" if path[2] == "dsn" else "the password"
             self._add(path, f"{where} is {_WRITTEN}", hint=_PASSWORD_HINT)
+        return rendered
+
+    def _base_url(self, value: Any, path: KeyPath) -> Any:
+        """A ``base_url`` holding ``user:password@`` (aiohttp sends it as Basic auth): refused
+        unless the password is a secret() marker, as a sink's dsn is."""
+        before = len(self.issues)
+        rendered = self.render_string(value, path) if is_template(value) else value
+        if len(self.issues) > before or not isinstance(rendered, str) or "://" not in rendered:
+            return rendered
+        userinfo, at, _ = urllib.parse.urlsplit(rendered).netloc.rpartition("@")
+        password = userinfo.partition(":")[2] if at else ""
+        if password and not SECRET_MARKER.fullmatch(urllib.parse.unquote(password)):
+            self._add(path, "the password in base_url is written in the file (or rendered by env_var() when the files "
+                            "load), so it would be copied into target/plan.json and the fetch plan shown by compile",
+                      hint="use auth: {type: basic, username: ..., password: \"{{ secret('NAME') }}\"}, or write "
+                           "{{ secret('NAME') }} in its place")
         return rendered
 
     def render_string(self, source: str, path: KeyPath) -> Any:

@@ -15,6 +15,7 @@ Deliberate differences from ``yaml.safe_load``:
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,8 +30,14 @@ KeyPath = tuple[str | int, ...]
 
 MAX_VALUES = 1_000_000
 """Most values one file may expand to: aliases can make a few lines a billion values."""
+MAX_DEPTH = 100
+"""Deepest nesting of lists and mappings: configuration needs a handful of levels, and a file
+of ``[[[[...`` would exhaust Python's stack in the YAML reader."""
+_TOO_DEEP = f"the file is nested more than {MAX_DEPTH} levels deep"
 
 _PLAIN_COLLECTIONS = frozenset({"tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"})
+_SCALAR_TAGS = frozenset(f"tag:yaml.org,2002:{name}" for name in ("str", "int", "float", "bool", "null", "merge"))
+"""Plain values only: ``!!binary`` would give bytes, ``!!timestamp`` a datetime."""
 _REPLACED_TAGS = {f"tag:yaml.org,2002:{name}" for name in ("timestamp", "bool", "int", "float")}
 _BOOL = re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$")
 _INT = re.compile(r"^(?:[-+]?[0-9][0-9_]*|0o[0-7]+|0x[0-9a-fA-F]+)$")
@@ -54,6 +61,8 @@ def _resolvers() -> dict[Any, list[tuple[str, re.Pattern[str]]]]:
 
 def _construct_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
     text = str(loader.construct_scalar(node)).replace("_", "")
+    if len(text) > 4300:  # Python reads no more decimal digits; hex or octal would slip through
+        raise ValueError("too many digits")
     if text.startswith(("0o", "0x")):
         return int(text[2:], 8 if text[1] == "o" else 16)
     return int(text, 10)
@@ -133,6 +142,10 @@ def parse_yaml(text: str, *, display: str, path: Path | None = None) -> YamlDocu
     except yaml.YAMLError as exc:
         raise ConfigError(ConfigIssue(location=Location(file=display), key_path="",
                                       message=f"YAML error: {exc}")) from None
+    except RecursionError:  # PyYAML composes nested nodes recursively
+        mark = loader.get_mark()
+        raise ConfigError(ConfigIssue(location=Location(file=display, line=mark.line + 1, column=mark.column + 1),
+                                      key_path="", message=_TOO_DEEP)) from None
     finally:
         loader.dispose()
     document = YamlDocument(path=path or Path(display), display=display, data=None)
@@ -181,6 +194,9 @@ class _Builder:
             return None
         if isinstance(node, yaml.ScalarNode):
             return self._scalar(node, path)
+        if len(path) >= MAX_DEPTH:
+            self._issue(node, path, _TOO_DEEP, hint="configuration needs a few levels of nesting")
+            return None
         if node.tag not in _PLAIN_COLLECTIONS:
             self._issue(node, path, f"unsupported YAML tag '{node.tag}'",
                         hint="etrmflow files hold plain values; remove the tag")
@@ -201,12 +217,25 @@ class _Builder:
         if node.start_mark.line == node.end_mark.line and node.style in (None, "'", '"') \
                 and "\\" not in node.value and "''" not in node.value:
             self.document.inline_scalars[path] = 0 if node.style is None else 1
-        try:
-            return self.loader.construct_object(node, deep=True)
-        except yaml.constructor.ConstructorError:
+        if node.tag not in _SCALAR_TAGS:
             self._issue(node, path, f"unsupported YAML tag '{node.tag}'",
                         hint="etrmflow files hold plain values; remove the tag or quote the value")
             return None
+        try:
+            value = self.loader.construct_object(node, deep=True)
+        except (ValueError, LookupError, yaml.constructor.ConstructorError) as exc:
+            if "digits" in str(exc):  # more than Python reads (4300)
+                self._issue(node, path, "this number has too many digits",
+                            hint="quote it if it is an identifier, not a number")
+            else:  # an explicit tag on a value it does not fit: !!int abc
+                self._issue(node, path, f"'{node.value}' is not a valid {node.tag.rpartition(':')[2]}",
+                            hint="remove the tag or quote the value")
+            return None
+        if isinstance(value, float) and not math.isfinite(value):
+            self._issue(node, path, f"{node.value} is not a finite number",
+                        hint="quote it if it is text; no setting takes NaN or infinity")
+            return None
+        return value
 
     def _mapping(self, node: yaml.MappingNode, path: KeyPath) -> dict[Any, Any]:
         self._check_duplicates(node, path)

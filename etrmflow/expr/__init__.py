@@ -78,7 +78,10 @@ class Expression:
     def check_frame_support(self) -> None:
         """Raise ExpressionError now if the expression cannot run on DataFrame columns."""
         if self._frame_root is None:
-            self._frame_root = FrameBuilder(self._offset).build(self._tree.body)
+            try:
+                self._frame_root = FrameBuilder(self._offset).build(self._tree.body)
+            except (RecursionError, MemoryError):  # the column builder takes more frames a level
+                raise ExpressionError("the expression is too deeply nested") from None
 
     def evaluate_frame(self, frame: Any) -> Any:
         """Vectorised evaluation over ``frame`` (a DataFrame; names are columns).

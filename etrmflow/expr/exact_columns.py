@@ -12,9 +12,12 @@ otherwise (a float column times a Decimal column, long numbers, empty cells).
 
 from __future__ import annotations
 
+import ast
 import math
 from decimal import Decimal
 from typing import Any
+
+import numpy as np
 
 from etrmflow.expr.values import BinaryFn, exact, is_present
 from etrmflow.jsontext import JsonNumber
@@ -102,3 +105,40 @@ def _empty(value: Any) -> bool:
     if isinstance(value, Decimal):
         return value.is_nan()
     return type(value).__name__ in ("NAType", "NaTType")
+
+
+_REFUSED_ON_TEXT = (ast.Mult, ast.Mod, ast.Pow)
+"""Operators that repeat or format text (``name * 10**9``, ``'%999999999d' % x``) or raise an
+integer without bound when pandas applies Python's operator to each cell of an object column."""
+_MAY_WRAP = (ast.Add, ast.Sub, ast.Mult, ast.Pow)
+
+
+def guarded(op: BinaryFn, symbol: type, a: Any, b: Any) -> Any:
+    """``op`` (the record operator of ``symbol``) on columns with no Decimal: pandas's own
+    operation, unless it would differ from the records' silently. Text and Python objects go
+    cell by cell through the record operator (which refuses repetition and huge integers), and
+    so does an integer column whose int64 result wrapped around (``volume ** 30``)."""
+    if issubclass(symbol, _REFUSED_ON_TEXT) and (_objects(a) or _objects(b)):
+        return pairs(op, a, b, None)
+    result = op(a, b)
+    if issubclass(symbol, _MAY_WRAP) and _wrapped(op, a, b, result):
+        return pairs(op, a, b, None)
+    return result
+
+
+def _objects(value: Any) -> bool:
+    dtype = getattr(value, "dtype", None)
+    return dtype is not None and dtype.kind not in "biuf"
+
+
+def _wrapped(op: BinaryFn, a: Any, b: Any, result: Any) -> bool:
+    """Whether an int64 result overflowed: the same operation in floats leaves the int64 range."""
+    if getattr(result, "dtype", None) is None or result.dtype.kind not in "iu":
+        return False
+    with np.errstate(all="ignore"):
+        approximate = op(_floats(a), _floats(b))
+    return bool((approximate.abs() >= 2.0 ** 63).any())
+
+
+def _floats(value: Any) -> Any:
+    return value.astype("float64") if hasattr(value, "astype") else float(value)

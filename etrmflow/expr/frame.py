@@ -8,7 +8,13 @@ from datetime import datetime
 from typing import Any
 
 from etrmflow.expr import exact_columns
-from etrmflow.expr.functions import FUNCTIONS, to_decimal, to_timestamp
+from etrmflow.expr.functions import (
+    FUNCTIONS,
+    checked_ndigits,
+    round_value,
+    to_decimal,
+    to_timestamp,
+)
 from etrmflow.expr.parse import SYMBOLS
 from etrmflow.expr.record import RecordBuilder
 from etrmflow.expr.values import (
@@ -61,10 +67,16 @@ class FrameBuilder(RecordBuilder):
             raise self.error(f"operator '{SYMBOLS[type(node.op)]}' is not allowed", node)
         left, right = self.build(node.left), self.build(node.right)
 
+        symbol = type(node.op)
+
         def run(frame: Any) -> Any:
             a, b = left(frame), right(frame)
-            found = exact_columns.involved(a, b) if self.is_series(a) or self.is_series(b) else None
-            return exact_columns.combine(op, a, b, None, found) if found else op(a, b)
+            if not (self.is_series(a) or self.is_series(b)):
+                return op(a, b)
+            found = exact_columns.involved(a, b)
+            if found:
+                return exact_columns.combine(op, a, b, None, found)
+            return exact_columns.guarded(op, symbol, a, b)
         return run
 
     def _Name(self, node: ast.Name) -> Fn:
@@ -191,7 +203,12 @@ class FrameBuilder(RecordBuilder):
         return column.abs()
 
     def column_round(self, column: Any, ndigits: Any = 0) -> Any:
-        return column.round(ndigits)
+        ndigits = checked_ndigits(ndigits)
+        if column.dtype.kind in "iu" and ndigits >= 0 or column.dtype.kind == "f" and 0 <= ndigits <= 15:
+            return column.round(ndigits)
+        # numpy scales by 10**ndigits in floats and int64: beyond that range it answers NaN, inf
+        # or a wrapped integer. Python's round is exact, and the one records get.
+        return column.map(lambda value: round_value(value, ndigits), na_action="ignore")
 
     def column_present(self, column: Any) -> Any:
         return column.notna()

@@ -11,7 +11,16 @@ from decimal import Decimal
 from typing import Any
 
 from etrmflow.energy import parse_datetime_with_offset
-from etrmflow.expr.values import BINARY, COMPARE, Fn, describe, exact, is_present
+from etrmflow.expr.values import (
+    BINARY,
+    COMPARE,
+    MAX_DIGITS,
+    Fn,
+    checked_digits,
+    describe,
+    exact,
+    is_present,
+)
 from etrmflow.jsontext import JsonNumber
 
 
@@ -51,11 +60,33 @@ def _len(value: Any) -> int:
     raise TypeError(f"len() needs a string or list, got {describe(value)}")
 
 
-def _round(value: Any, ndigits: Any = None) -> Any:
+def whole(value: Any) -> Any:
+    """``value`` (a long number as its Decimal) if it is safe to make an integer of it."""
+    value = exact(value)
+    return checked_digits(value) if isinstance(value, Decimal) else value
+
+
+def to_int(value: Any) -> int:
+    return int(whole(value))
+
+
+def checked_ndigits(ndigits: Any) -> Any:
+    """round()'s digits: a whole number within ``MAX_DIGITS`` either way (round(5, -10**8)
+    would compute 10**100000000), or None."""
+    if ndigits is None:
+        return None
+    if isinstance(ndigits, bool) or not isinstance(ndigits, int):
+        raise TypeError(f"round() needs a whole number of digits, got {describe(ndigits)}")
+    if abs(ndigits) > MAX_DIGITS:
+        raise OverflowError(f"round() to more than {MAX_DIGITS} digits")
+    return ndigits
+
+
+def round_value(value: Any, ndigits: Any = None) -> Any:
     if isinstance(value, bool) or not isinstance(value, (int, float, Decimal)):
         raise TypeError(f"round() needs a number, got {describe(value)}")
-    value = exact(value)
-    return round(value) if ndigits is None else round(value, ndigits)
+    ndigits = checked_ndigits(ndigits)
+    return round(whole(value)) if ndigits is None else round(exact(value), ndigits)
 
 
 def _case(method: Callable[[str], str], name: str) -> Fn:
@@ -113,13 +144,13 @@ FUNCTIONS: dict[str, Function] = {
     "abs": Function(function=lambda value: abs(exact(value))), "sum": Function(function=_sum, columns=False),
     "min": Function(function=_extreme(min, "min"), max_args=255, columns=False),
     "max": Function(function=_extreme(max, "max"), max_args=255, columns=False),
-    "len": Function(function=_len), "round": Function(function=_round, max_args=2),
+    "len": Function(function=_len), "round": Function(function=round_value, max_args=2),
     "present": Function(function=is_present),
     "missing": Function(function=lambda value: not is_present(value)),
     "coalesce": Function(function=_coalesce, max_args=255),
     "lower": Function(function=_case(str.lower, "lower")),
     "upper": Function(function=_case(str.upper, "upper")),
-    "str": Function(function=_str), "int": Function(function=lambda value: int(exact(value)), columns=False),
+    "str": Function(function=_str), "int": Function(function=to_int, columns=False),
     "float": Function(function=float), "decimal": Function(function=to_decimal),
     "timestamp": Function(function=to_timestamp),
 }

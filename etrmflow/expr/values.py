@@ -124,10 +124,27 @@ def _member(a: Any, b: Any) -> bool:
     return a in b
 
 
+MAX_INT_BITS = 1_000_000
+"""Largest exact integer an operator may build: Python's integers grow without bound, and
+products and powers of ever larger ones run for minutes."""
+MAX_DIGITS = 4_300
+"""Most digits ``int()`` or ``round()`` may give a number (Python will not print more): a
+Decimal such as ``1e999999999`` is short to write but a billion digits as an integer."""
+
+
+def checked_digits(value: Decimal) -> Decimal:
+    """``value`` when its integer part has at most ``MAX_DIGITS`` digits; else OverflowError."""
+    if value.is_finite() and value.adjusted() >= MAX_DIGITS:
+        raise OverflowError(f"a number with more than {MAX_DIGITS} digits")
+    return value
+
+
 def _multiply(a: Any, b: Any) -> Any:
     # Sequence repetition has no use in a rule and "x" * 10**9 would exhaust memory.
     if isinstance(a, (str, list, tuple)) or isinstance(b, (str, list, tuple)):
         raise TypeError("'*' needs numbers")
+    if type(a) is int and type(b) is int and a.bit_length() + b.bit_length() > MAX_INT_BITS:
+        raise OverflowError("product too large")
     return a * b
 
 
@@ -139,7 +156,7 @@ def _modulo(a: Any, b: Any) -> Any:
 
 def _power(a: Any, b: Any) -> Any:
     # Exact integer powers grow without bound: (9 ** 4096) ** 4096 would run for minutes.
-    if type(a) is int and type(b) is int and b > 0 and a.bit_length() * b > 1_000_000:
+    if type(a) is int and type(b) is int and b > 0 and a.bit_length() * b > MAX_INT_BITS:
         raise OverflowError("exponent too large")
     return a ** b
 
