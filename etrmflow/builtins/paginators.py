@@ -9,7 +9,7 @@ see ``etrmflow.engine.resume.RepeatGuard``.)
 from __future__ import annotations
 
 from typing import Any, ClassVar
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 from etrmflow import hookimpl
 from etrmflow.components import Paginator, Request, Response
@@ -249,7 +249,7 @@ class Cursor(_Walk):
         cursor = extract(response.body, self.cursor)
         if cursor is MISSING or cursor is None or cursor == "":
             return None
-        cursor = str(cursor)
+        cursor = _vendor_text(str(cursor), "cursor")
         if cursor in self.seen:
             raise PaginationError(f"cursor {cursor[:40]!r} was already seen in this walk: the vendor is looping")
         self.seen.add(cursor)
@@ -286,7 +286,10 @@ class NextLink(_Walk):
         link = self._header_link(response) if self.where == "header" else self._body_link(response)
         if not link:
             return None
-        link = urljoin(response.url, link)
+        link = urljoin(response.url, _vendor_text(link, "next link"))
+        if _origin(link) != _origin(response.url):
+            raise PaginationError(f"next link {link[:200]} leads away from {_origin(response.url)}: etrmflow does not "
+                                  f"send this connector's credentials to another host; ask the vendor why")
         if link in self.seen:
             raise PaginationError(f"next link {link} was already seen in this walk: the vendor is looping")
         self.seen.add(link)
@@ -312,6 +315,20 @@ class NextLink(_Walk):
             if any(p.strip().replace('"', "") == f"rel={self.rel}" for p in params.split(";")):
                 return url
         return None
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname}:{parts.port or {'https': 443, 'http': 80}.get(parts.scheme)}"
+
+
+def _vendor_text(value: str, what: str) -> str:
+    """A cursor or link as the vendor sent it, refused if it spells a secret marker: the
+    transport resolves ``${secret:NAME}`` in everything a request sends."""
+    if "${secret:" in value:
+        raise PaginationError(f"the vendor's {what} {value[:80]!r} holds a secret marker (${{secret:...}}); "
+                              f"it is not sent")
+    return value
 
 
 @hookimpl

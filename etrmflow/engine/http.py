@@ -40,6 +40,7 @@ from etrmflow.templating import (
     TemplateEnvironment,
     make_functions,
     render_tree,
+    template_texts,
 )
 from etrmflow.windows import parse_bound, parse_step, render_bound, split
 
@@ -148,7 +149,7 @@ class HttpTransport(Transport):
         it), and the paginator that would walk on from it."""
         paginator: Paginator = self.paginator_factory(stream.paginator)
         request = self._initial_request(stream, paginator)
-        return self._render(request, self._context(window, paginator, request, 0, 0)), paginator
+        return self._render(request, self._context(window, paginator, request, 0, 0), stream), paginator
 
     def _initial_request(self, stream: StreamPlan, paginator: Paginator) -> Request:
         return paginator.first(Request(
@@ -174,7 +175,7 @@ class HttpTransport(Transport):
             started = time.perf_counter()
             context = self._context(window, paginator, request, index, offset)
             correlation = new_correlation_id()
-            raw, body, attempts = await self.fetch(self._render(request, context), stream, correlation)
+            raw, body, attempts = await self.fetch(self._render(request, context, stream), stream, correlation)
             if body is NO_DATA:  # the vendor says there is nothing (more) here: an empty last page
                 records, following = [], None
                 paginator.no_data(request)  # unless it was told more pages follow
@@ -207,15 +208,17 @@ class HttpTransport(Transport):
         portable.url = "/" + request.url[len(base):]
         return portable
 
-    def _render(self, request: Request, context: dict[str, Any]) -> Request:
-        """The request with its request-time templates (page, cursor, offset) rendered."""
+    def _render(self, request: Request, context: dict[str, Any], stream: StreamPlan) -> Request:
+        """The request with its request-time templates (page, cursor, offset) rendered: only the
+        stream's own; a cursor or next link from the vendor is sent as the text it is."""
         rendered = request.copy()
         templates = self._templates
+        only = template_texts(stream.path, stream.params, stream.headers, stream.body)
         try:
-            rendered.url = str(render_tree(templates, request.url, context))
-            rendered.params = render_tree(templates, request.params, context)
-            rendered.headers = {k: str(v) for k, v in render_tree(templates, request.headers, context).items()}
-            rendered.json = render_tree(templates, request.json, context)
+            rendered.url = str(render_tree(templates, request.url, context, only))
+            rendered.params = render_tree(templates, request.params, context, only)
+            rendered.headers = {k: str(v) for k, v in render_tree(templates, request.headers, context, only).items()}
+            rendered.json = render_tree(templates, request.json, context, only)
         except (TemplateError, MissingValue) as exc:
             raise FatalFetchError(f"a request-time template of this stream failed: {exc}") from None
         return rendered

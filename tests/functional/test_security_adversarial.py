@@ -246,3 +246,50 @@ def test_a_python_step_module_importing_a_project_file_named_like_the_standard_l
     assert "would replace mailbox from the standard library for the whole run; rename the project's mailbox" in (
         result.stderr)
     assert "mailbox" not in sys.modules or not hasattr(sys.modules["mailbox"], "WHO")
+
+def test_a_template_in_a_vendors_cursor_is_sent_as_text_never_rendered(
+        etrmflow_project: EtrmflowProject, scripted_vendor: Serve) -> None:
+    """Request-time rendering went over the whole request, the vendor's cursor included: a cursor
+    ``{{ env_var('DATABASE_PASSWORD') }}`` came back holding the variable's value."""
+    def answer(request: ScriptedRequest) -> Any:
+        if "cursor" in request.query:
+            return {"deals": [{"deal_id": "B"}], "next": None}
+        return {"deals": [{"deal_id": "A"}], "next": "{{ env_var('DATABASE_PASSWORD') }}"}
+    vendor = scripted_vendor(answer)
+    project = make_project(etrmflow_project, vendor, paginator="{type: cursor, cursor: $.next, param: cursor}")
+    project.env["DATABASE_PASSWORD"] = "db-passw0rd-never-sent"
+
+    result = project.run("run", "pipelines/deals.yml")
+
+    assert result.exit_code == 0, result.output
+    assert [request.query for request in vendor.requests] == [{}, {"cursor": "{{ env_var('DATABASE_PASSWORD') }}"}]
+
+
+def test_a_next_link_to_another_host_is_not_followed_with_the_credentials(
+        etrmflow_project: EtrmflowProject, scripted_vendor: Serve) -> None:
+    elsewhere = scripted_vendor(lambda request: {"deals": []})
+    vendor = scripted_vendor(lambda request: {"deals": [{"deal_id": "A"}], "next": elsewhere.url + "/collect"})
+    project = make_project(etrmflow_project, vendor, paginator="{type: next_link, path: $.next}",
+                           auth="{type: bearer, token: \"{{ secret('VENDOR_TOKEN') }}\"}")
+    project.env["VENDOR_TOKEN"] = "bearer-t0ken-abcdef"
+
+    result = project.run("run", "pipelines/deals.yml")
+
+    assert result.exit_code == 1, result.output
+    assert f"next link {elsewhere.url}/collect leads away from" in result.stdout
+    assert elsewhere.requests == []
+
+
+def test_a_secret_marker_in_a_vendors_cursor_fails_the_walk(
+        etrmflow_project: EtrmflowProject, scripted_vendor: Serve) -> None:
+    """Declared secrets are resolved wherever they are in a request: the vendor must not pick one."""
+    vendor = scripted_vendor(lambda request: {"deals": [{"deal_id": "A"}], "next": "${secret:VENDOR_TOKEN}"})
+    project = make_project(etrmflow_project, vendor, paginator="{type: cursor, cursor: $.next, param: cursor}",
+                           auth="{type: bearer, token: \"{{ secret('VENDOR_TOKEN') }}\"}")
+    project.env["VENDOR_TOKEN"] = "bearer-t0ken-abcdef"
+
+    result = project.run("run", "pipelines/deals.yml")
+
+    assert result.exit_code == 1, result.output
+    assert "holds a secret marker" in result.stdout
+    assert len(vendor.requests) == 1
