@@ -96,7 +96,20 @@ def compile_connector(loaded: Loaded) -> ConnectorPlan:
         tls_verify=tls.get("verify", True), ca_bundle=tls.get("ca_bundle"),
         concurrency=defaults.get("concurrency", DEFAULT_CONCURRENCY),
         rate_limit=tuple(_rate(block) for block in _as_list(defaults.get("rate_limit"))),
+        **({"max_response_size": parse_size(defaults["max_response_size"])} if "max_response_size" in defaults else {}),
     )
+
+
+_SIZE_UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}
+
+
+def parse_size(value: int | str) -> int:
+    """A size in bytes: a number of bytes, or ``512KiB``, ``256MiB``, ``1GB``... (the schema's pattern)."""
+    if isinstance(value, int):
+        return value
+    text = value.strip()
+    number = text.rstrip("".join(sorted({c for unit in _SIZE_UNITS for c in unit})))
+    return max(1, int(float(number) * _SIZE_UNITS[text[len(number):].strip()]))
 
 
 def compile_sink_connector(loaded: Loaded) -> SinkConnectorPlan:

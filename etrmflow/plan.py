@@ -124,6 +124,8 @@ class ConnectorPlan:
     ca_bundle: str | None
     concurrency: int
     rate_limit: tuple[RatePolicy, ...] = ()
+    max_response_size: int = 256 * 1024 * 1024
+    """The largest response body accepted, in bytes, counted once decompressed."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -13,9 +13,10 @@ import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote_plus, urlencode, urljoin
+from urllib.parse import unquote, unquote_plus, urlencode, urljoin
 
 import aiohttp
+from yarl import URL
 
 from etrmflow import jsontext
 from etrmflow.clock import Clock
@@ -25,10 +26,16 @@ from etrmflow.errors import AuthError, FatalFetchError, FetchError, RetriableFet
 from etrmflow.jsonpath import MISSING, compile_path, extract
 from etrmflow.jsontext import escape_lone_surrogates
 from etrmflow.plan import ResponseRule, RetryPolicy
-from etrmflow.secrets import SecretStore, redact, redact_url
+from etrmflow.secrets import REDACTOR, SecretStore, redact, redact_url
 
 log = logging.getLogger("etrmflow.http")
 _BODY_EXCERPT = 200
+DEFAULT_MAX_BODY = 256 * 1024 * 1024
+"""Default of a connector's ``defaults.max_response_size``: generous for a vendor's pages, yet a
+gzip bomb (kilobytes on the wire, gigabytes once inflated) stops long before memory runs out."""
+MAX_REDIRECTS = 10
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_READ_CHUNK = 64 * 1024
 
 
 @dataclass(slots=True)
@@ -59,13 +66,17 @@ class HttpSession(HttpClient):
     """Sends requests for one connector; secrets are resolved here, at the last moment."""
 
     def __init__(self, session: aiohttp.ClientSession, *, base_url: str, secrets: SecretStore,
-                 clock: Clock, counters: FetchCounters, ssl_context: ssl.SSLContext | bool) -> None:
+                 clock: Clock, counters: FetchCounters, ssl_context: ssl.SSLContext | bool,
+                 max_body: int = DEFAULT_MAX_BODY, owner: str = "the connector") -> None:
         self.session = session
         self.base_url = base_url.rstrip("/") + "/"
         self.secrets = secrets
         self.clock = clock
         self.counters = counters
         self.ssl = ssl_context
+        self.max_body = max_body
+        self.owner = owner
+        """Which connector (and file) this is, for the message that says how to raise the limit."""
 
     def absolute(self, url: str) -> str:
         return url if "://" in url else urljoin(self.base_url, url.lstrip("/"))
@@ -99,11 +110,7 @@ class HttpSession(HttpClient):
             kwargs["headers"]["Authorization"] = _basic(*(resolve(part) for part in request.basic_auth))
         self.counters.requests += 1
         try:
-            async with self.session.request(request.method, resolve(url), **kwargs) as response:
-                body = await response.read()
-                self.counters.bytes += len(body)
-                return RawResponse(status=response.status, headers=dict(response.headers), body=body,
-                                   url=str(response.url))
+            return await self._follow(request.method, _parsed(resolve(url), request.method, shown), kwargs, shown)
         except asyncio.TimeoutError:
             raise FetchTimeout(f"{request.method} {shown} timed out", url=shown) from None
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
@@ -113,10 +120,102 @@ class HttpSession(HttpClient):
         except aiohttp.ClientError as exc:
             raise FatalFetchError(f"{request.method} {shown} failed: {redact(str(exc))}", url=shown) from None
 
+    async def _follow(self, method: str, url: URL, kwargs: dict[str, Any], shown: str) -> RawResponse:
+        """Send, following redirects here rather than in aiohttp, which keeps every header but
+        ``Authorization`` when a redirect leaves for another host: an API key in ``X-Api-Key``
+        went along. A hop to another origin (scheme, host, port) goes as a stranger's request,
+        and so does every hop after it: none of the request's headers, query parameters, body
+        or cookies (see ``_hop``)."""
+        origin, session = _origin(url), self.session
+        try:
+            for _ in range(MAX_REDIRECTS + 1):
+                async with session.request(method, url, allow_redirects=False, **kwargs) as response:
+                    location = response.headers.get("Location") if response.status in _REDIRECTS else None
+                    if location is None:
+                        body = await self._read_body(response, method, shown)
+                        return RawResponse(status=response.status, headers=dict(response.headers), body=body,
+                                           url=str(response.url))
+                    status, here = response.status, response.url
+                target = here.join(_parsed(location, method, shown, status))
+                url, method, kwargs = _hop(status, method, target, kwargs, origin, shown)
+                if session is self.session and _origin(url) != origin:
+                    session = self._stranger()
+                shown = redact_url(str(url))
+        finally:
+            if session is not self.session:
+                await session.close()
+        raise FatalFetchError(f"{method} {shown} redirected more than {MAX_REDIRECTS} times; check the URL "
+                              f"with the vendor", url=shown)
+
+    def _stranger(self) -> aiohttp.ClientSession:
+        """A session for hops to another origin: the same connection pool, no cookie jar."""
+        return aiohttp.ClientSession(connector=self.session.connector, connector_owner=False,
+                                     cookie_jar=aiohttp.DummyCookieJar(), headers={"User-Agent": "etrmflow"})
+
+    async def _read_body(self, response: aiohttp.ClientResponse, method: str, shown: str) -> bytes:
+        """The body, decompressed as it streams in, up to ``max_body`` bytes: past it the
+        request fails before it holds more (a gzip bomb is kilobytes on the wire)."""
+        body = bytearray()
+        async for chunk in response.content.iter_chunked(_READ_CHUNK):
+            body += chunk
+            self.counters.bytes += len(chunk)
+            if len(body) > self.max_body:
+                raise FatalFetchError(
+                    f"{method} {shown} answered a body larger than {_size(self.max_body)} (counted once "
+                    f"decompressed), the most {self.owner} accepts; if the vendor's pages really are that "
+                    f"large, raise defaults.max_response_size (e.g. max_response_size: "
+                    f"{_size(self.max_body * 4)}), or ask for smaller pages", url=shown, status=response.status)
+        return bytes(body)
+
     async def send(self, request: Request) -> Response:
         """One attempt, JSON decoded; used by auth for token requests."""
         raw = await self.send_raw(request)
         return Response(status=raw.status, headers=raw.headers, body=_decode_lenient(raw.body), url=raw.url)
+
+
+def _parsed(url: str, method: str, shown: str, status: int | None = None) -> URL:
+    try:
+        return URL(url)
+    except ValueError as exc:
+        what = f"redirected (status {status}) to an invalid URL" if status else "is not a valid URL"
+        raise FatalFetchError(f"{method} {shown} {what}: {redact(str(exc))}", url=shown, status=status) from None
+
+
+def _origin(url: URL) -> tuple[str, str | None, int | None]:
+    return url.scheme.lower(), (url.host or "").lower(), url.port  # yarl fills in the default port
+
+
+def _hop(status: int, method: str, target: URL, kwargs: dict[str, Any], origin: tuple[str, str | None, int | None],
+         shown: str) -> tuple[URL, str, dict[str, Any]]:
+    """The next request of a redirect: aiohttp's rules for the method and body, the query as the
+    Location gives it (params are not added again); to another origin, nothing of ours."""
+    if target.scheme not in ("http", "https"):
+        raise FatalFetchError(f"{method} {shown} redirected to a {target.scheme or 'relative'} URL, which "
+                              f"etrmflow does not follow", url=shown, status=status)
+    kwargs = {**kwargs, "params": None}
+    if (status == 303 and method != "HEAD") or (status in (301, 302) and method == "POST"):
+        method = "GET"
+        kwargs.pop("data", None)
+        kwargs["headers"] = {k: v for k, v in (kwargs.get("headers") or {}).items() if k.lower() != "content-type"}
+    if _origin(target) == origin:
+        return target, method, kwargs
+    where = redact_url(str(target.with_query(None)))
+    if "data" in kwargs:
+        raise FatalFetchError(f"{method} {shown} redirected (status {status}) to another origin, {where}, and "
+                              f"asks for the request body to be sent there: etrmflow does not send a request's "
+                              f"body (it may hold credentials) to another host", url=shown, status=status)
+    spelled = unquote(str(target))
+    if REDACTOR.redact(spelled) != spelled:
+        raise FatalFetchError(f"{method} {shown} redirected (status {status}) to another origin, {where}, with a "
+                              f"credential in its URL: etrmflow does not send it there", url=shown, status=status)
+    return target, method, {key: value for key, value in kwargs.items() if key in ("ssl", "timeout")}
+
+
+def _size(count: int) -> str:
+    for unit, factor in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if count >= factor and count % factor == 0:
+            return f"{count // factor}{unit}"
+    return f"{count}B"
 
 
 def _unsendable(request: Request, url: str) -> FatalFetchError:
