@@ -8,6 +8,7 @@ import hashlib
 import logging
 import ssl
 import time
+import weakref
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, ClassVar
 from zoneinfo import ZoneInfo
@@ -47,6 +48,11 @@ from etrmflow.windows import parse_bound, parse_step, render_bound, split
 log = logging.getLogger("etrmflow.http")
 _BODY_EXCERPT = 200
 THROTTLED = 429
+
+
+_WARNED_TLS_OFF: weakref.WeakSet[BreakerBoard] = weakref.WeakSet()
+"""Breaker boards whose connector's TLS warning was logged. A run shares one board per connector
+among its pipelines' transports, so the warning comes once per connector and run."""
 
 
 class HttpTransport(Transport):
@@ -92,11 +98,14 @@ class HttpTransport(Transport):
         base_url = self.connector.base_url
         if base_url.startswith("sandbox://"):
             base_url = await self._start_sandbox(base_url)
-        connector = aiohttp.TCPConnector(limit=self.connector.concurrency, ssl=self._ssl())
+        tls = self._ssl()  # once: it warns when verification is off
+        connector = aiohttp.TCPConnector(limit=self.connector.concurrency, ssl=tls)
         self._session = aiohttp.ClientSession(connector=connector, raise_for_status=False,
                                               headers={"User-Agent": "etrmflow"})
         self.client = HttpSession(self._session, base_url=base_url, secrets=self.secrets, clock=self.clock,
-                                  counters=self.counters, ssl_context=self._ssl())
+                                  counters=self.counters, ssl_context=tls,
+                                  max_body=self.connector.max_response_size,
+                                  owner=f"connector {self.connector.name} ({self.connector.file})")
         self._limit = asyncio.Semaphore(self.connector.concurrency)
         return self
 
@@ -116,7 +125,9 @@ class HttpTransport(Transport):
 
     def _ssl(self) -> ssl.SSLContext | bool:
         if not self.connector.tls_verify:
-            log.warning("TLS verification is OFF for connector %s (tls.verify: false)", self.connector.name)
+            if self.breakers not in _WARNED_TLS_OFF:
+                _WARNED_TLS_OFF.add(self.breakers)
+                log.warning("TLS verification is OFF for connector %s (tls.verify: false)", self.connector.name)
             return False
         if self.connector.ca_bundle:
             try:

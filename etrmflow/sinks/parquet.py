@@ -43,6 +43,7 @@ from etrmflow.sinks.partitions import (
     partition_folders,
     publish_partitions,
     publish_parts,
+    refuse_foreign,
     restore_replaced,
     unpartitioned_entries,
 )
@@ -201,6 +202,9 @@ class ParquetSink(StagedSink):
     def open(self, context: SinkContext) -> None:
         target = resolve_path(context, self.options["path"])
         restore_replaced(target)  # before anything else looks at the folder
+        # Said now, before anything is fetched (publishing checks again): every mode would
+        # delete a stranger's files (replace) or mix parts in among them.
+        refuse_foreign(target, f"parquet sink ({self.options['path']})")
         partition_by = list(self.options.get("partition_by") or ())
         if self.mode == "replace_partition":
             if not partition_by:
@@ -260,6 +264,7 @@ class ParquetSink(StagedSink):
         return [part for part in published if part.relative_to(self.path).parts[:depth] not in written]
 
     def _publish(self) -> None:
+        refuse_foreign(self.path, "parquet sink")  # files put there while the run was fetching
         if self.mode == "append":
             publish_parts(self.staging, self.path)
         elif self.mode == "replace_partition":

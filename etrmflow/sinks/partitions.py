@@ -18,9 +18,11 @@ from __future__ import annotations
 import glob
 import logging
 import os
+import re
 from pathlib import Path
 
 from etrmflow.durable import folders_up_to, fsync_directories
+from etrmflow.errors import SinkError
 from etrmflow.sinks.common import remove
 
 log = logging.getLogger("etrmflow.sink")
@@ -77,6 +79,46 @@ def restore_replaced(target: Path) -> None:
             restored.update([target.parent, *folders_up_to(home.parent, target)])
         fsync_directories(restored)  # back in place on disk before what is left aside goes
         remove(aside)
+
+
+_OUR_FILE = re.compile(r"(\.rewriting-)?part-[^/]+\.parquet(\.tmp)?")
+"""Part files (and the temporary copies a killed write or rewrite leaves): all a dataset that
+etrmflow publishes holds, besides ``key=value`` partition folders, in every version so far."""
+_PARTITION_FOLDER = re.compile(r"[^=]+=.*")
+_SYSTEM_FILES = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})
+"""What a file browser leaves in any folder it shows: no one's data."""
+
+
+def foreign_entries(target: Path, limit: int = 3) -> list[str]:
+    """Up to ``limit`` + 1 entries under an existing output folder (relative paths) that are
+    not part of a Parquet dataset etrmflow wrote: publishing would delete or bury them.
+
+    A symbolic link inside it is foreign, whatever its name (what it points to is not ours)."""
+    found: list[str] = []
+    pending = [target] if target.is_dir() else []
+    while pending and len(found) <= limit:
+        folder = pending.pop()
+        with os.scandir(folder) as entries:
+            for entry in sorted(entries, key=lambda e: e.name):
+                if entry.is_dir(follow_symlinks=False) and _PARTITION_FOLDER.fullmatch(entry.name):
+                    pending.append(Path(entry.path))
+                elif not (entry.is_file(follow_symlinks=False)
+                          and (_OUR_FILE.fullmatch(entry.name) or entry.name in _SYSTEM_FILES)):
+                    found.append(str(Path(entry.path).relative_to(target)) + ("/" if entry.is_dir() else ""))
+    return sorted(found)[:limit + 1]
+
+
+def refuse_foreign(target: Path, what: str) -> None:
+    """Raise SinkError when ``target`` holds anything a Parquet dataset etrmflow wrote does not."""
+    if target.exists() and not target.is_dir():
+        raise SinkError(f"{what}: {target} is a file, and the parquet sink writes a folder there: give the "
+                        f"sink a path of its own, or move the file away")
+    strangers = foreign_entries(target)
+    if strangers:
+        shown = ", ".join(strangers[:3]) + (", ..." if len(strangers) > 3 else "")
+        raise SinkError(f"{what}: {target} is a folder that holds what a Parquet dataset etrmflow "
+                        f"writes never holds ({shown}); publishing there would delete or bury "
+                        f"them. Give the sink a folder of its own (path:), or move those files away")
 
 
 def unpartitioned_entries(target: Path, first_column: str) -> list[str]:
