@@ -93,6 +93,8 @@ class HttpTransport(Transport):
         self._session: aiohttp.ClientSession | None = None
         self.client: HttpSession | None = None
         self._templates = TemplateEnvironment()
+        self._own_templates: dict[str, frozenset[str]] = {}
+        """Per stream name, the template texts its configuration wrote: the only ones rendered."""
 
     async def __aenter__(self) -> HttpTransport:
         base_url = self.connector.base_url
@@ -224,7 +226,10 @@ class HttpTransport(Transport):
         stream's own; a cursor or next link from the vendor is sent as the text it is."""
         rendered = request.copy()
         templates = self._templates
-        only = template_texts(stream.path, stream.params, stream.headers, stream.body)
+        only = self._own_templates.get(stream.name)
+        if only is None:
+            only = self._own_templates[stream.name] = template_texts(stream.path, stream.params, stream.headers,
+                                                                     stream.body)
         try:
             rendered.url = str(render_tree(templates, request.url, context, only))
             rendered.params = render_tree(templates, request.params, context, only)

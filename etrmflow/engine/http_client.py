@@ -109,8 +109,13 @@ class HttpSession(HttpClient):
         if request.basic_auth is not None:
             kwargs["headers"]["Authorization"] = _basic(*(resolve(part) for part in request.basic_auth))
         self.counters.requests += 1
+        total = (timeout or self.session.timeout).total
         try:
-            return await self._follow(request.method, _parsed(resolve(url), request.method, shown), kwargs, shown)
+            # One deadline for the request and every redirect hop: each hop's own ``total`` would
+            # let a vendor stretch a request to ten times its timeout.
+            async with asyncio.timeout(total):
+                return await self._follow(request.method, _parsed(resolve(url), request.method, shown), kwargs,
+                                          shown)
         except asyncio.TimeoutError:
             raise FetchTimeout(f"{request.method} {shown} timed out", url=shown) from None
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:

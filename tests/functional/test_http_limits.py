@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import zlib
 from collections.abc import Callable
 from typing import Any
@@ -266,3 +267,23 @@ def test_a_token_request_redirected_to_another_origin_keeps_its_client_secret(
             "for the request body to be sent there") in result.output
     assert other.requests == []
     assert SECRET not in result.output
+
+
+def test_redirect_hops_share_the_request_timeout(etrmflow_project: EtrmflowProject, scripted_vendor: Serve) -> None:
+    """Each hop answers well within ``total``; together they do not. Before, every hop had a
+    ``total`` of its own, so ten slow hops could hold a request ten times its timeout."""
+    def slow_hop(request: ScriptedRequest) -> Answer:
+        time.sleep(0.4)
+        hop = int(request.path[6:] or 0)
+        if hop < 4:
+            return Answer(status=302, headers={"Location": f"/deals{hop + 1}"})
+        return Answer(body={"deals": [{"deal_id": "D-1"}]})
+
+    vendor = scripted_vendor(slow_hop)
+    project = make_project(etrmflow_project, vendor, defaults="  retry: {max_attempts: 1}\n  timeout: {total: 1s}\n")
+
+    result = project.run("run", "pipelines/deals.yml")
+
+    assert result.exit_code == 1, result.output
+    assert "timed out" in result.stdout
+    assert len(vendor.requests) < 5
