@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from etrmflow.testing import EtrmflowProject
 
 REPO = Path(__file__).resolve().parents[1]
@@ -90,3 +92,90 @@ def test_a_vendor_name_must_be_an_identifier(etrmflow_project: EtrmflowProject) 
         "environment variables, so use lower-case letters, digits and _, starting with a letter "
         "(did you mean 'nord_wind_gmbh'?)\n")
     assert not etrmflow_project.path("connectors").exists()
+
+
+def written(project: EtrmflowProject) -> list[str]:
+    """Every file in the project folder (a crash log too), relative to it."""
+    return sorted(str(p.relative_to(project.root)) for p in project.root.rglob("*") if p.is_file())
+
+
+def test_a_vendor_name_too_long_for_its_file_names_is_refused_before_anything_is_written(
+        etrmflow_project: EtrmflowProject) -> None:
+    before = written(etrmflow_project)
+
+    result = etrmflow_project.run("init", "a" * 245, "--dir", "fresh")
+
+    assert result.exit_code == 2
+    assert result.stderr.endswith(
+        "Error: Invalid value for VENDOR: a vendor name of 245 characters is too long: it goes into file names "
+        "(pipelines/VENDOR_trades.yml), which file systems allow 255 bytes, so use at most 244 characters\n")
+    assert written(etrmflow_project) == before
+
+
+def test_a_vendor_name_of_the_longest_length_allowed_makes_its_files(etrmflow_project: EtrmflowProject) -> None:
+    vendor = "a" * 244
+
+    result = etrmflow_project.run("init", vendor, "--dir", "fresh")
+
+    assert result.exit_code == 0, result.output
+    assert etrmflow_project.path(f"fresh/pipelines/{vendor}_trades.yml").is_file()
+
+
+@pytest.mark.parametrize("vendor", ["", ".", "..", "nord/wind", "nord\0wind"])
+def test_a_vendor_name_that_is_no_file_name_is_refused(vendor: str, etrmflow_project: EtrmflowProject) -> None:
+    before = written(etrmflow_project)
+
+    result = etrmflow_project.run("init", vendor, "--dir", "fresh")
+
+    assert result.exit_code == 2
+    assert f"Error: Invalid value for VENDOR: {vendor!r} is not a valid vendor name" in result.stderr
+    assert written(etrmflow_project) == before
+
+
+@pytest.mark.parametrize(("directory", "problem"), [
+    ("", "'' is empty: name the project folder, or leave --dir out for the current folder"),
+    ("feeds/" + "d" * 256, "'dddddddddddddddddddd...' (256 bytes) is longer than the 255 bytes file systems allow a folder name"),
+    ("feeds\0new", "'feeds\\x00new' holds a NUL character, which no file system allows in a name"),
+])
+def test_a_project_folder_that_cannot_be_made_is_refused_before_anything_is_written(
+        directory: str, problem: str, etrmflow_project: EtrmflowProject) -> None:
+    before = written(etrmflow_project)
+
+    result = etrmflow_project.run("init", "nordwind", "--dir", directory)
+
+    assert result.exit_code == 2
+    assert result.stderr.endswith(f"Error: Invalid value for '--dir': {problem}\n")
+    assert written(etrmflow_project) == before
+
+
+def test_a_file_where_a_folder_of_the_project_goes_is_refused_before_anything_is_written(
+        etrmflow_project: EtrmflowProject) -> None:
+    etrmflow_project.write({"fresh/connectors": "not a folder\n"})
+    before = written(etrmflow_project)
+
+    result = etrmflow_project.run("init", "nordwind", "--dir", "fresh")
+
+    assert result.exit_code == 2
+    assert result.stderr == ("Error: not a folder: fresh/connectors, where the project's files go; nothing was "
+                             "written (move it, or choose another --dir)\n")
+    assert written(etrmflow_project) == before
+
+
+def test_a_disk_that_fills_up_fails_init_with_the_reason_and_keeps_none_of_its_files(tmp_path: Path) -> None:
+    def small_disk() -> None:  # a file size limit holds for root too, where a read-only folder does not
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1000, 1000))
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    completed = subprocess.run([sys.executable, "-c", "from etrmflow.cli.main import main; main()", "init",
+                                "nordwind", "--dir", "fresh"], cwd=tmp_path, env=env, preexec_fn=small_disk,
+                               capture_output=True, text=True, timeout=60, check=False)
+
+    assert completed.returncode == 1, completed.stderr
+    assert completed.stderr.startswith("Error: cannot write fresh/connectors/nordwind.yml: [Errno 27] File too "
+                                       "large")
+    assert completed.stderr.endswith("then run `etrmflow init` again; nothing was kept (the files written before "
+                                     "it were removed)\n")
+    assert completed.stdout == ""  # no "created" line for a file that is gone
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 from dataclasses import dataclass
 from importlib.resources import files
@@ -11,7 +13,7 @@ import click
 
 from etrmflow.cli.main import cli
 from etrmflow.config.settings import PROJECT_FILE, display_path
-from etrmflow.errors import ExitCode
+from etrmflow.errors import ExitCode, StorageError, write_failure
 
 VENDOR_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
@@ -35,6 +37,13 @@ SCAFFOLD = (
 )
 
 
+NAME_MAX = 255
+"""The bytes a file or folder name may have on the file systems etrmflow runs on (ext4, APFS, NTFS)."""
+LONGEST_FILE = max((item.path for item in SCAFFOLD if "{vendor}" in item.path), key=lambda path: len(Path(path).name))
+MAX_VENDOR_LENGTH = NAME_MAX - len(Path(LONGEST_FILE).name.replace("{vendor}", ""))
+"""A longer vendor name would make a file name the file system refuses, half-way through writing."""
+
+
 def suggest_name(text: str) -> str:
     """The closest valid vendor name: lower case, other characters as ``_``, a letter first."""
     name = re.sub(r"[^a-z0-9_]+", "_", text.strip().lower()).strip("_")
@@ -43,12 +52,43 @@ def suggest_name(text: str) -> str:
 
 
 def check_vendor(vendor: str) -> str:
-    if VENDOR_NAME.match(vendor):
-        return vendor
-    raise click.BadParameter(
-        f"'{vendor}' is not a valid vendor name: it names files, tables and environment variables, so use "
-        f"lower-case letters, digits and _, starting with a letter (did you mean '{suggest_name(vendor)}'?)",
-        param_hint="VENDOR")
+    if not VENDOR_NAME.match(vendor):
+        raise click.BadParameter(
+            f"{vendor!r} is not a valid vendor name: it names files, tables and environment variables, so use "
+            f"lower-case letters, digits and _, starting with a letter (did you mean '{suggest_name(vendor)}'?)",
+            param_hint="VENDOR")
+    if len(vendor) > MAX_VENDOR_LENGTH:
+        raise click.BadParameter(
+            f"a vendor name of {len(vendor)} characters is too long: it goes into file names "
+            f"({LONGEST_FILE.format(vendor='VENDOR')}), which file systems allow {NAME_MAX} bytes, so use at "
+            f"most {MAX_VENDOR_LENGTH} characters", param_hint="VENDOR")
+    return vendor
+
+
+class ProjectFolder(click.Path):
+    """``--dir``: a path the file system can make, checked before click looks it up (``os.stat``
+    raises on a NUL) and before anything is written."""
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> object:
+        if isinstance(value, str):
+            problem = folder_problem(value)
+            if problem:
+                self.fail(problem, param, ctx)
+        return super().convert(value, param, ctx)
+
+
+def folder_problem(path: str) -> str | None:
+    """Why no file system could make ``path``, or None. An empty path would silently mean ``.``."""
+    if not path:
+        return "'' is empty: name the project folder, or leave --dir out for the current folder"
+    if "\0" in path:
+        return f"{path!r} holds a NUL character, which no file system allows in a name"
+    for part in Path(path).parts:
+        size = len(os.fsencode(part))
+        if size > NAME_MAX:
+            return (f"'{part[:20]}...' ({size} bytes) is longer than the {NAME_MAX} bytes file systems allow "
+                    f"a folder name")
+    return None
 
 
 def render(template: str, vendor: str) -> str:
@@ -64,7 +104,7 @@ def planned(root: Path, vendor: str) -> list[tuple[ScaffoldFile, Path]]:
 
 @cli.command()
 @click.argument("vendor")
-@click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
+@click.option("--dir", "directory", type=ProjectFolder(file_okay=False, path_type=Path), default=Path("."),
               show_default=True, help="The project folder (created if missing; an existing project gains the vendor).")
 def init(vendor: str, directory: Path) -> int:
     """Scaffold a connector, contract, pipeline and test for a new vendor, runnable against the sandbox."""
@@ -74,12 +114,33 @@ def init(vendor: str, directory: Path) -> int:
     if existing:
         raise click.ClickException(f"not overwriting existing file(s): {', '.join(existing)}; "
                                    f"nothing was written (choose another VENDOR or --dir)")
-    for item, path in targets:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(render(item.template, vendor), encoding="utf-8")
-        click.echo(f"created {display_path(path)}")
+    blocked = sorted({display_path(folder) for _, path in targets for folder in path.parents
+                      if folder.exists() and not folder.is_dir()})
+    if blocked:
+        raise click.ClickException(f"not a folder: {', '.join(blocked)}, where the project's files go; nothing "
+                                   f"was written (move it, or choose another --dir)")
+    _write(targets, vendor)
     click.echo(_next_steps(directory, vendor))
     return ExitCode.OK
+
+
+def _write(targets: list[tuple[ScaffoldFile, Path]], vendor: str) -> None:
+    """Write every file or none: a half-made project would make the next ``init`` refuse to overwrite."""
+    done: list[Path] = []
+    for item, path in targets:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            done.append(path)  # before the write: a cut file is ours to remove too
+            path.write_text(render(item.template, vendor), encoding="utf-8")
+        except OSError as exc:
+            for made in done:
+                with contextlib.suppress(OSError):
+                    made.unlink(missing_ok=True)
+            raise StorageError(f"cannot write {display_path(path)}: "
+                               f"{write_failure(exc, 'run `etrmflow init` again')}; nothing was kept (the files "
+                               f"written before it were removed)") from exc
+    for path in done:
+        click.echo(f"created {display_path(path)}")
 
 
 def _next_steps(directory: Path, vendor: str) -> str:

@@ -24,6 +24,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from etrmflow.components import Request
+from etrmflow.durable import fsync_directory, make_folder
 from etrmflow.errors import EtrmflowError
 from etrmflow.plan import PipelinePlan
 from etrmflow.secrets import SENSITIVE_PARAMS, redact
@@ -159,12 +160,13 @@ class Checkpoint:
                  "recent_pages": [list(page) for page in recent_pages or ()]}
         temporary = self.path.with_suffix(".json.tmp")
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            make_folder(self.path.parent)
             with temporary.open("w", encoding="utf-8") as handle:
                 json.dump(state, handle, sort_keys=True, default=str)
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(temporary, self.path)
+            fsync_directory(self.path.parent)  # the rename too: a power cut must not bring back the older page
         except OSError as exc:  # a full disk: a failed run to resume, not a crash that takes the others
             raise CheckpointError(f"cannot write the checkpoint {self.path}: {exc}; the run stops at the last "
                                   f"page it could record, and once the cause is fixed `etrmflow run --resume` "

@@ -44,6 +44,7 @@ from etrmflow.sinks.partitions import (
     publish_partitions,
     publish_parts,
     refuse_foreign,
+    refuse_null_marker,
     restore_replaced,
     unpartitioned_entries,
 )
@@ -284,6 +285,7 @@ class ParquetSink(StagedSink):
                 raise ValueError(f"partition column {', '.join(absent)} is neither in contract "
                                  f"'{self.context.contract.name}' nor in the batch, so its rows have no partition: "
                                  f"declare the field in the contract (required), or set it with a step (derive)")
+            refuse_null_marker(table, list(self.options["partition_by"]))
             written: list[str] = []
             pq.write_to_dataset(table, str(self.staging), partition_cols=list(self.options["partition_by"]),
                                 basename_template=f"part-{batch.batch_id}-{{i}}.parquet",

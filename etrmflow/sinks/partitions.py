@@ -20,12 +20,20 @@ import logging
 import os
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from etrmflow.durable import folders_up_to, fsync_directories
 from etrmflow.errors import SinkError
 from etrmflow.sinks.common import remove
 
+if TYPE_CHECKING:
+    import pyarrow as pa
+
 log = logging.getLogger("etrmflow.sink")
+
+HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
+"""The folder pyarrow writes the records without a partition value into (``venue=__HIVE_DEFAULT_PARTITION__``),
+and which pyarrow, pandas, Spark and Hive read back as null, percent-encoded or not."""
 
 
 def replaced_path(target: Path, run_id: str) -> Path:
@@ -127,3 +135,25 @@ def unpartitioned_entries(target: Path, first_column: str) -> list[str]:
         return []
     return sorted(entry.name for entry in target.iterdir()
                   if not (entry.is_dir() and entry.name.startswith(f"{first_column}=")))
+
+
+def refuse_null_marker(table: pa.Table, columns: list[str]) -> None:
+    """Raise ValueError when a partition column holds the text ``HIVE_NULL``: its records would
+    go into the folder of the records without a value and be read back as null, and in
+    ``replace_partition`` mode that folder's records would be replaced by them."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    for column in columns:
+        values = table.column(column)
+        if pa.types.is_dictionary(values.type):
+            values = values.cast(values.type.value_type)
+        if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
+            continue  # only text can be that text
+        count = pc.sum(pc.equal(values, HIVE_NULL)).as_py() or 0
+        if count:
+            raise ValueError(f"partition column {column} holds the text '{HIVE_NULL}' in {count} "
+                             f"record{'s' if count != 1 else ''}: that is the name of the folder of the records "
+                             f"without a {column}, which readers (pyarrow, pandas, Spark, Hive) read back as "
+                             f"empty, so these values would be lost, and the folder's records replaced by them; "
+                             f"give them another value in a step (derive), or partition by another column")

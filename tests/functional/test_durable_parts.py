@@ -222,3 +222,18 @@ def test_write_json_syncs_the_file_before_renaming_it_and_the_folder_after(
     assert [Path(r.path).name for r in data] == ["run_results.json.tmp"]  # synced under its temporary name
     assert data[0].inode == path.stat().st_ino and data[0].size == path.stat().st_size
     assert log.undurable(path, path.parent) == []  # and listed by a sync of the folder after the rename
+
+
+def test_the_checkpoint_a_failed_run_leaves_is_synced_and_listed_by_its_folder(
+        etrmflow_project: EtrmflowProject, sandbox_vendor_factory: SandboxFactory,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    vendor = sandbox_vendor_factory(trades=TRADES, faults=["503:at=4,burst=20"])
+    project = sandbox_project(etrmflow_project, vendor, auth=BEARER)
+    checkpoint = project.path("target/state/trades.json")
+    log = SyncLog(monkeypatch, checkpoint, list)
+
+    assert project.run("run", "pipelines/trades.yml").exit_code == 1  # three pages done, then the vendor fails
+
+    assert json.loads(checkpoint.read_text())["pages_done"] == 3
+    # Its content under its temporary name, its name after the rename, and the state folder itself.
+    assert log.undurable(checkpoint, project.path("target")) == []
