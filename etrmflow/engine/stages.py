@@ -28,7 +28,7 @@ import pandas as pd
 
 from etrmflow.components import BatchInfo, ContractInfo, Transform
 from etrmflow.engine.staging import StagingPlace, StagingStore
-from etrmflow.engine.staging_read import read_chunks
+from etrmflow.engine.staging_read import concat_frames, read_chunks
 from etrmflow.errors import EtrmflowError, TransformError
 from etrmflow.steps.common import require_columns
 from etrmflow.steps.dataset import DEFAULT_CHUNK_ROWS, DatasetStep
@@ -202,7 +202,7 @@ def apply_steps(steps: Sequence[Transform], pages: Iterable[pd.DataFrame]) -> pd
         finally:
             with contextlib.suppress(Exception):
                 chain.close()
-    return pd.concat(outputs, ignore_index=True) if outputs else pd.DataFrame()
+    return concat_frames(outputs) if outputs else pd.DataFrame()
 
 
 def contract_for_sinks(contract: ContractInfo, steps: Sequence[Transform]) -> ContractInfo:

@@ -151,7 +151,7 @@ class _Decoder:
         parts = sorted(by_schema.items(), key=lambda item: item[1][0])
         frames = [self._frame([rows[p] for p in positions], self.schemas[sid]) for sid, positions in parts]
         positions = np.concatenate([np.asarray(p) for _, p in parts])
-        frame = pd.concat(frames, ignore_index=True).iloc[np.argsort(positions, kind="stable")]
+        frame = concat_frames(frames).iloc[np.argsort(positions, kind="stable")]
         frame = frame.reset_index(drop=True)
         for name in frame.columns:
             frame[name] = _agreed(frame[name], [self.schemas[sid] for sid, _ in parts], name)
@@ -175,3 +175,16 @@ def _agreed(series: pd.Series, schemas: list[_Schema], name: Any) -> pd.Series:
         categories = pd.Index([c for d in dtypes for c in d.categories]).unique()
         return series.astype(pd.CategoricalDtype(categories))
     return series
+
+
+def concat_frames(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """``pd.concat`` of frames that keeps every value: a bool column meeting a column of another
+    type is joined as objects, since pandas 3 turns bool and int64 into int64 (True became 1)."""
+    kinds: dict[Any, set[bool]] = {}
+    for frame in frames:
+        for name, dtype in frame.dtypes.items():
+            kinds.setdefault(name, set()).add(pd.api.types.is_bool_dtype(dtype))
+    mixed = [name for name, seen in kinds.items() if len(seen) > 1]
+    if mixed:
+        frames = [frame.astype({name: object for name in mixed if name in frame.columns}) for frame in frames]
+    return pd.concat(frames, ignore_index=True)

@@ -15,6 +15,7 @@ from etrmflow.steps.dataset import CHUNK_ROWS, DatasetStep, Grain
 from etrmflow.steps.values import (
     divide,
     exact_sum,
+    group_codes,
     has_decimals,
     is_missing,
     offset_text,
@@ -90,9 +91,7 @@ class Aggregate(DatasetStep):
     def apply(self, frame: pd.DataFrame) -> pd.DataFrame:
         require_columns(frame, [*self.group_by, *{column for _, _, column, _ in self.measures}], "aggregate")
         frame = frame.reset_index(drop=True)
-        grouped = frame.groupby(self.group_by, sort=False, dropna=False)
-        codes = grouped.ngroup().to_numpy()
-        out = grouped.head(1)[self.group_by].reset_index(drop=True)
+        codes, out = group_codes(frame, self.group_by)
         members = _members(codes, len(out))
         for name, function, column, scale in self.measures:
             out[name] = _measure(frame[column], function, members, scale, f"aggregate: {name}")

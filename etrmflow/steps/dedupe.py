@@ -12,7 +12,7 @@ import pandas as pd
 from etrmflow.engine.staging_codec import dumps_tagged
 from etrmflow.steps.common import COLUMNS, StepError, options_object, require_columns
 from etrmflow.steps.dataset import CHUNK_ROWS, DatasetStep
-from etrmflow.steps.values import is_missing, offset_text, utc_instants
+from etrmflow.steps.values import group_codes, is_missing, offset_text, utc_instants
 
 _POSITION = "__etrmflow_position"
 _GROUP = "__etrmflow_group"
@@ -30,7 +30,9 @@ class Dedupe(DatasetStep):
     ``order_by`` column are a tie: the arrival order decides it (``latest`` keeps the later
     row, ``first`` the earlier), unless ``on_tie: fail``, which fails the run when the tied
     rows differ in any column. Rows with an empty key column cannot be told apart and are all
-    kept. A whole-dataset step: see pipelines.md.
+    kept. Key values are one key when equal in value: the numbers 1, 1.0 and Decimal 1.00 are
+    one key, but a boolean is never a number (true and 1 are two records) and text never
+    equals a number (``"1"`` and 1 are two records). A whole-dataset step: see pipelines.md.
 
     Example::
 
@@ -83,9 +85,9 @@ class Dedupe(DatasetStep):
     def _ranked(self, frame: pd.DataFrame) -> pd.DataFrame:
         """The rows sorted by key group (in the order the chunk has them), rank, then arrival."""
         ranked = frame.reset_index(drop=True)
-        groups = ranked.groupby(self.key, sort=False, dropna=False).ngroup()
+        groups, _ = group_codes(ranked, self.key)
         ranks = {name: _rank_values(ranked[column]) for name, column in zip(self._ranks, self.order_by)}
-        ranked = ranked.assign(**{_GROUP: groups.to_numpy(), _POSITION: np.arange(len(ranked))}, **ranks)
+        ranked = ranked.assign(**{_GROUP: groups, _POSITION: np.arange(len(ranked))}, **ranks)
         return ranked.sort_values([_GROUP, *self._ranks, _POSITION], na_position="first", kind="stable")
 
     def _check_ties(self, ranked: pd.DataFrame, kept: pd.Series) -> None:

@@ -8,6 +8,7 @@ the value of the project's energy reference; 1 MMBtu = 10 therms; 1 MWh = 3.6 GJ
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from fractions import Fraction
 from typing import Any, ClassVar
@@ -35,6 +36,8 @@ _UNIT = {"enum": sorted(MEGAJOULES), "description": "One of " + ", ".join(MEGAJO
 
 PSEUDO_CURRENCIES: dict[str, str] = {"GBX": "GBP", "EUX": "EUR", "USX": "USD"}
 """Market pseudo-codes for a currency's hundredth (pence, cents) and the currency they divide."""
+_MINOR_UNIT = re.compile("[A-Z]{2}[a-z]")
+"""The market's spelling of a currency's hundredth: GBp (pence), USd, ZAc (cents)."""
 
 
 def canonical_unit(value: Any) -> str | None:
@@ -128,10 +131,16 @@ class NormaliseCurrency(Transform):
     """Turn market pseudo-currencies into ISO 4217: GBX (pence) to GBP, EUX (euro cents) to EUR,
     USX (US cents) to USD, dividing the listed price and amount columns by 100.
 
-    Only rows whose currency column holds a pseudo-code (matched ignoring case) change; their
-    currency becomes the ISO code. Decimal values stay Decimal and exact (4040.00 GBX is 40.40
-    GBP); ``scale`` rounds them to that many decimal places (half to even) when the sink wants
-    fewer digits. Floats stay floats; integers become floats. ``codes`` adds other pseudo-codes.
+    Only rows whose currency column holds a pseudo-code change; their currency becomes the ISO
+    code. Codes are matched ignoring case (``gbx`` is GBX, ``gbp`` is GBP), except the market
+    spelling of a hundredth: two capitals and a small last letter, as exchanges write pence
+    ``GBp`` and cents ``USd``, ``ZAc``. Such a code is the hundredth of the currency it spells
+    in capitals when the step converts to that currency (GBP, EUR, USD or a value of
+    ``codes``), so ``GBp`` is pence, divided like GBX; when its capitals are a pseudo-code
+    (``ZAc`` with ``codes: {ZAC: ZAR}``), it is that pseudo-code. Any other code is left as it
+    is. Decimal values stay Decimal and exact (4040.00 GBX is 40.40 GBP); ``scale`` rounds them
+    to that many decimal places (half to even) when the sink wants fewer digits. Floats stay
+    floats; integers become floats. ``codes`` adds other pseudo-codes.
 
     Example::
 
@@ -155,6 +164,7 @@ class NormaliseCurrency(Transform):
         super().__init__(options, project_dir=project_dir)
         codes = {**PSEUDO_CURRENCIES, **(options.get("codes") or {})}
         self.codes = {pseudo.upper(): iso for pseudo, iso in codes.items()}
+        self.currencies = frozenset(self.codes.values())
         looping = sorted(pseudo for pseudo, iso in self.codes.items() if iso in self.codes)
         if looping:  # every amount in that currency would shrink a hundredfold, page after page
             raise ValueError(f"codes maps {', '.join(f'{p} to {self.codes[p]}' for p in looping)}"
@@ -165,8 +175,7 @@ class NormaliseCurrency(Transform):
         currency, columns = self.options["currency_column"], list(self.options["columns"])
         require_columns(frame, [currency, *columns], self.type_name)
         codes = frame[currency].to_numpy(dtype=object, copy=True)
-        iso = np.array([self.codes.get(code.strip().upper()) if isinstance(code, str) else None for code in codes],
-                       dtype=object)
+        iso = np.array([self.iso_code(code) for code in codes], dtype=object)
         rows = np.flatnonzero(pd.notna(iso))  # positions: index labels may repeat
         if len(rows) == 0:
             return frame
@@ -179,3 +188,14 @@ class NormaliseCurrency(Transform):
         frame[currency] = pd.Series(codes, index=frame.index,
                                     dtype=object if isinstance(dtype, pd.CategoricalDtype) else dtype)
         return frame
+
+    def iso_code(self, code: Any) -> str | None:
+        """The ISO code whose hundredth ``code`` is, or None when the row is to stay as it is."""
+        if not isinstance(code, str):
+            return None
+        code = code.strip()
+        capitals = code.upper()
+        if _MINOR_UNIT.fullmatch(code) and capitals not in self.codes:
+            # GBp is pence, not pounds: ignoring case here would leave a price 100 times too big
+            return capitals if capitals in self.currencies else None
+        return self.codes.get(capitals)

@@ -14,6 +14,7 @@ import decimal
 import math
 import re
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
@@ -240,3 +241,32 @@ def repeat_rows(frame: pd.DataFrame, counts: np.ndarray, *, without: Sequence[st
     kept = frame.drop(columns=list(without))
     repeated = kept.iloc[np.repeat(np.arange(len(kept)), counts)]
     return repeated.reset_index(drop=True)
+
+
+@dataclass(frozen=True, slots=True)
+class _Boolean:
+    """A boolean key value, which equals no number (Python holds True == 1 and False == 0)."""
+
+    value: bool
+
+
+def key_values(values: pd.Series) -> pd.Series:
+    """A key column as steps tell records apart: True and 1 are two keys, not one (pandas would
+    group them); numbers equal in value (1, 1.0, Decimal 1.00) are one key, as the staging
+    groups them; text never equals a number ("1" is not 1)."""
+    if values.dtype != object:
+        return values  # one type: a boolean column has no numbers to mistake its values for
+    items = values.tolist()
+    if not any(isinstance(item, (bool, np.bool_)) for item in items):
+        return values
+    return pd.Series([_Boolean(bool(item)) if isinstance(item, (bool, np.bool_)) else item for item in items],
+                     index=values.index, dtype=object, name=values.name)
+
+
+def group_codes(frame: pd.DataFrame, columns: list[str]) -> tuple[np.ndarray, pd.DataFrame]:
+    """Each row's group number (groups numbered in order of first appearance, an empty key a
+    group of its own) and each group's key values, as its first row holds them."""
+    grouped = frame.groupby([key_values(frame[column]) for column in columns], sort=False, dropna=False)
+    codes = grouped.ngroup().to_numpy()
+    _, first = np.unique(codes, return_index=True)
+    return codes, frame[columns].iloc[first].reset_index(drop=True)

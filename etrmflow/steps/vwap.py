@@ -15,6 +15,7 @@ from etrmflow.steps.values import (
     divide,
     exact_product,
     exact_sum,
+    group_codes,
     has_decimals,
     is_missing,
     to_decimal,
@@ -92,9 +93,7 @@ class Vwap(DatasetStep):
         frame = frame.reset_index(drop=True)
         usable = ~(frame[self.price].map(is_missing) | frame[self.volume].map(is_missing)).to_numpy(dtype=bool)
         self.count("rows_without_price_or_volume", int((~usable).sum()))
-        grouped = frame.groupby(self.group_by, sort=False, dropna=False)
-        codes = grouped.ngroup().to_numpy()
-        out = grouped.head(1)[self.group_by].reset_index(drop=True)
+        codes, out = group_codes(frame, self.group_by)
         exact = has_decimals(frame[self.price]) or has_decimals(frame[self.volume])
         vwap, volume = (self._exact if exact else self._float)(frame, codes, usable, len(out))
         out[self.out["vwap"]] = vwap
