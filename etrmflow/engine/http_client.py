@@ -198,7 +198,14 @@ def _hop(status: int, method: str, target: URL, kwargs: dict[str, Any], origin: 
         raise FatalFetchError(f"{method} {shown} redirected to a {target.scheme or 'relative'} URL, which "
                               f"etrmflow does not follow", url=shown, status=status)
     kwargs = {**kwargs, "params": None}
-    if (status == 303 and method != "HEAD") or (status in (301, 302) and method == "POST"):
+    if status in (301, 302) and method == "POST":
+        # Clients turn it into a GET without the body, and that GET's 200 would pass for the
+        # POST's answer: settlement instructions counted as booked that never were.
+        raise FatalFetchError(f"{method} {shown} was redirected (status {status}) to "
+                              f"{redact_url(str(target.with_query(None)))}: a {status} turns a POST into a GET "
+                              f"without its body, so etrmflow does not follow it; point the URL at the new "
+                              f"location (base_url or path)", url=shown, status=status)
+    if status == 303 and method != "HEAD":
         method = "GET"
         kwargs.pop("data", None)
         kwargs["headers"] = {k: v for k, v in (kwargs.get("headers") or {}).items() if k.lower() != "content-type"}
