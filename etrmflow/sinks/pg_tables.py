@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import decimal
 import functools
+import hashlib
 import re
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +21,7 @@ from etrmflow.sinks.common import (
     column_values,
     decimal_cells,
     decimal_text,
+    dumps_json,
     exact_decimals,
     exact_float,
     is_missing,
@@ -194,6 +196,37 @@ def _exact_number(value: Any) -> Any:
     return item() if callable(item) and not isinstance(value, decimal.Decimal) else value
 
 
+_NUL_REFUSED = ("cannot contain NUL", "\\u0000 cannot be converted")
+"""How PostgreSQL (text) and its driver (jsonb) refuse a NUL character."""
+
+
+def unfit_names(names: list[str]) -> str | None:
+    """Why PostgreSQL cannot take some of these column names (it would cut one over 63 bytes,
+    and refuses a NUL character), or None."""
+    unfit = [repr(n) if "\x00" in n else n for n in names
+             if len(n.encode()) > MAX_IDENTIFIER_BYTES or "\x00" in n]
+    if not unfit:
+        return None
+    return (f"column name(s) that PostgreSQL cannot take (longer than {MAX_IDENTIFIER_BYTES} bytes, which it "
+            f"would cut, or holding a NUL character): {', '.join(unfit)}; rename them with a rename step")
+
+
+def nul_explained(error: str, frame: pd.DataFrame, key: tuple[str, ...]) -> str | None:
+    """For a batch refused for a NUL character (every rerun would meet it again, blocking the
+    feed): the cell that holds it and the ways out. Looked for only once a batch has failed."""
+    if not any(mark in error for mark in _NUL_REFUSED):
+        return None
+    for column in frame.columns:
+        for row, value in enumerate(frame[column].tolist()):
+            if (isinstance(value, str) and "\x00" in value) or (
+                    isinstance(value, (dict, list)) and "\\u0000" in dumps_json(value)):
+                named = ", ".join(f"{k} {frame[k].iloc[row]}" for k in key if k in frame.columns)
+                return (f"column {column}, row {row + 1} of the batch{f' ({named})' if named else ''} holds a "
+                        f"NUL character (0x00), which PostgreSQL cannot store in text or jsonb; remove it "
+                        f"with a step, or refuse such records in the contract (pattern: \"^[^\\u0000]*$\") so "
+                        f"that they are quarantined and the rest loads")
+    return None
+
 # -- the catalog ------------------------------------------------------------------------------
 
 def qualified(schema: str, table: str) -> str:
@@ -225,3 +258,47 @@ def ensure_schema(connection: psycopg.Connection[Any], schema: str) -> None:
     # schema is there, and a loader account often has only the schema's own privileges.
     if connection.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,)).fetchone() is None:
         connection.execute(f"CREATE SCHEMA IF NOT EXISTS {q(schema)}")
+
+
+# -- runs sharing a table -----------------------------------------------------------------------
+
+def _lock_key(purpose: str, schema: str, table: str) -> int:
+    """A bigint advisory lock key for ``purpose`` on one table, the same in every process."""
+    digest = hashlib.sha256(f"etrmflow {purpose} {schema}.{table}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def lock_table(connection: psycopg.Connection[Any], schema: str, table: str, *, alone: bool) -> bool:
+    """Claim the table for this connection's session (until it closes); False if another run
+    holds it. ``alone``: no other run may write it at all (replace, replace_partition: a second
+    run would drop the first one's staging table, or delete the partitions it loaded); else
+    other upsert and append runs may, whose batches commute, but no run that needs it alone."""
+    function = "pg_try_advisory_lock" if alone else "pg_try_advisory_lock_shared"
+    row = connection.execute(f"SELECT {function}(%s)", (_lock_key("table", schema, table),)).fetchone()
+    return bool(row and row[0])
+
+
+def lock_columns(connection: psycopg.Connection[Any], schema: str, table: str) -> None:
+    """Wait, until this transaction ends, for any other run changing the table's columns: two
+    runs creating one table (or adding one column) at once would fail one of them."""
+    connection.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_key("columns", schema, table),))
+
+
+def staging_run(connection: psycopg.Connection[Any], schema: str, table: str) -> str | None:
+    """The run a staging table was begun by (its comment), '' for a table without one, None
+    when there is no table."""
+    row = connection.execute("SELECT obj_description(to_regclass(%s), 'pg_class'), to_regclass(%s) IS NOT NULL",
+                             (qualified(schema, table), qualified(schema, table))).fetchone()
+    if row is None or not row[1]:
+        return None
+    comment = row[0] or ""
+    return comment[len(_RUN_COMMENT):] if comment.startswith(_RUN_COMMENT) else ""
+
+
+def stamp_staging(connection: psycopg.Connection[Any], schema: str, table: str, run_id: str) -> None:
+    """Name the run in the staging table's comment (kept through the swap's rename)."""
+    connection.execute(f"COMMENT ON TABLE {qualified(schema, table)} IS "
+                       f"'{(_RUN_COMMENT + run_id).replace(chr(39), chr(39) * 2)}'")
+
+
+_RUN_COMMENT = "etrmflow run: "

@@ -20,10 +20,16 @@ from etrmflow.sinks.pg_tables import (
     declared_type,
     ensure_schema,
     frame_type,
+    lock_columns,
+    lock_table,
+    nul_explained,
     primary_key,
     q,
     qualified,
     read_columns,
+    staging_run,
+    stamp_staging,
+    unfit_names,
     value_change,
 )
 from etrmflow.sinks.table import (
@@ -110,6 +116,7 @@ class PostgresSink(TableSink):
         self._db = self._spec.connect()
         try:
             ensure_schema(self._db, self.schema)
+            self._claim_table()  # before anything of the table is read, dropped or written
             if self.mode == "replace":
                 self._prepare_staging(context)
             self._columns = read_columns(self._db, self.schema, self._target)
@@ -135,7 +142,7 @@ class PostgresSink(TableSink):
         except Exception as exc:
             self._reread_columns()  # an ALTER TABLE was rolled back too
             raise SinkError(f"{self._label}: writing batch {batch.batch_id} failed and was rolled back: "
-                            f"{scrub(str(exc))}") from exc
+                            f"{scrub(nul_explained(str(exc), frame, self.key) or str(exc))}") from exc
         self._written.add(batch.batch_id)
         return len(frame)
 
@@ -162,6 +169,17 @@ class PostgresSink(TableSink):
         return f"postgres {server}table {self.schema}.{self.table} ({self._mode_detail()})"
 
     # -- checks ---------------------------------------------------------------------------
+
+    def _claim_table(self) -> None:
+        """Refuse to share the table with a run it would spoil: a replace run's open drops the
+        staging table another is filling, replace_partition runs delete each other's partitions."""
+        assert self._db is not None
+        alone, table = self.mode in ("replace", "replace_partition"), f"{self.schema}.{self.table}"
+        if not lock_table(self._db, self.schema, self.table, alone=alone):
+            busy = (f"another run is writing table {table}, and mode {self.mode} must have it to itself (only "
+                    f"upsert and append runs may share a table)" if alone else
+                    f"a run in mode replace or replace_partition is writing table {table}, and must have it to itself")
+            raise SinkError(f"{self._label}: {busy}; run this one again when that run has finished")
 
     def _check_existing_table(self) -> None:
         assert self._db is not None
@@ -213,12 +231,17 @@ class PostgresSink(TableSink):
     def _ensure_columns(self, frame: pd.DataFrame | None) -> None:
         assert self._db is not None
         wanted = self._wanted(frame)
+        if any(c not in self._columns for c in wanted):
+            # Another run may have made the table or the column since this one looked: wait
+            # for any run changing the columns, then look again.
+            lock_columns(self._db, self.schema, self._target)
+            self._columns = read_columns(self._db, self.schema, self._target)
+            wanted = self._wanted(frame)
         self._check_column_types(wanted, frame)
         new = [c for c in wanted if c not in self._columns]
-        too_long = [c for c in new if len(c.encode()) > MAX_IDENTIFIER_BYTES]
-        if too_long:
-            raise SinkError(f"column name(s) longer than {MAX_IDENTIFIER_BYTES} bytes, which PostgreSQL "
-                            f"would cut: {', '.join(too_long)}; rename them with a rename step")
+        unfit = unfit_names(new)
+        if unfit:
+            raise SinkError(unfit)
         if not new:
             return
         if not self._columns:
@@ -249,7 +272,11 @@ class PostgresSink(TableSink):
         columns = [f"{q(c)} {t}" for c, t in types.items()]
         if keyed:
             columns.append(f"CONSTRAINT {q(self._target + '_pkey')} PRIMARY KEY ({', '.join(map(q, self.key))})")
+        if self.mode == "replace":  # the staging table its open made, without columns
+            self._db.execute(f"DROP TABLE IF EXISTS {self._qualified()}")
         self._db.execute(f"CREATE TABLE {self._qualified()} ({', '.join(columns)})")
+        if self.mode == "replace":
+            stamp_staging(self._db, self.schema, self._target, self.context.run_id)
         self._columns = dict(types)
         self._index_partitions()
 
@@ -339,15 +366,24 @@ class PostgresSink(TableSink):
     # -- replace --------------------------------------------------------------------------
 
     def _prepare_staging(self, context: SinkContext) -> None:
-        """Drop a staging table left by another run; a resumed run continues its own."""
+        """A fresh run stages into a new table named for its run (no columns yet: they come
+        with the first page, typed by its values); a resumed run completes only the one its run
+        began. Any other holds less than the pages the checkpoint counts as done: swapped in,
+        the table would lose them."""
         assert self._db is not None
-        existing = read_columns(self._db, self.schema, self._target)
-        if existing and context.resume and "_etrmflow_run_id" in existing:
-            other = self._db.execute(f"SELECT 1 FROM {self._qualified()} WHERE _etrmflow_run_id "
-                                     f"IS DISTINCT FROM %s LIMIT 1", (context.run_id,)).fetchone()
-            if other is None:
-                return
-        self._db.execute(f"DROP TABLE IF EXISTS {self._qualified()}")
+        if context.resume:
+            began = staging_run(self._db, self.schema, self._target)
+            if began != context.run_id:
+                raise SinkError(f"{self._label}: cannot resume run {context.run_id}: its staging table "
+                                f"{self.schema}.{self._target} held what the run loaded, but "
+                                f"{'it is gone' if began is None else 'another run began the one there'}; run "
+                                f"without --resume to load everything again (table {self.schema}.{self.table} "
+                                f"stays as it is until a run succeeds)")
+            return
+        with self._db.transaction():
+            self._db.execute(f"DROP TABLE IF EXISTS {self._qualified()}")  # a crashed run's
+            self._db.execute(f"CREATE TABLE {self._qualified()} ()")
+            stamp_staging(self._db, self.schema, self._target, context.run_id)
 
     def _swap_in(self) -> None:
         assert self._db is not None
