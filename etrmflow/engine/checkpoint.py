@@ -158,19 +158,48 @@ class Checkpoint:
                  "pages_done": pages_done, "offset": offset, "window": window, "window_label": window_label,
                  "next_request": request_to_dict(next_request) if next_request else None,
                  "recent_pages": [list(page) for page in recent_pages or ()]}
-        temporary = self.path.with_suffix(".json.tmp")
+        self._write(self.path, state)
+
+    def note_in_flight(self, *, run_id: str, partition: str | None, page: int, batch_id: str) -> None:
+        """Before a page's rows are written: the batch id they carry. A resumed run gives the
+        page, fetched again, this id (``in_flight``), so its rows replace the interrupted
+        attempt's in keyless sinks even when the vendor stamps each answer anew (a
+        ``generated_at``): another body hash, otherwise another batch id, and the rows twice."""
+        self._write(self.in_flight_path, {"run_id": run_id, "partition": partition, "page": page,
+                                          "batch_id": batch_id})
+
+    def in_flight(self) -> tuple[str | None, int, str] | None:
+        """(partition, page index, batch id) of the page the resumed run was writing when it
+        stopped; None for a fresh run, or when it stopped between pages."""
+        if self.resumed is None:
+            return None
         try:
-            make_folder(self.path.parent)
+            noted = json.loads(self.in_flight_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        if not isinstance(noted, dict) or noted.get("run_id") != self.resumed["run_id"]:
+            return None
+        return noted.get("partition"), noted.get("page"), noted.get("batch_id")
+
+    @property
+    def in_flight_path(self) -> Path:
+        return self.path.with_name(f"{self.path.stem}.in_flight.json")
+
+    def _write(self, path: Path, state: dict[str, Any]) -> None:
+        temporary = path.with_suffix(".json.tmp")
+        try:
+            make_folder(path.parent)
             with temporary.open("w", encoding="utf-8") as handle:
                 json.dump(state, handle, sort_keys=True, default=str)
                 handle.flush()
                 os.fsync(handle.fileno())
-            os.replace(temporary, self.path)
-            fsync_directory(self.path.parent)  # the rename too: a power cut must not bring back the older page
+            os.replace(temporary, path)
+            fsync_directory(path.parent)  # the rename too: a power cut must not bring back the older page
         except OSError as exc:  # a full disk: a failed run to resume, not a crash that takes the others
-            raise CheckpointError(f"cannot write the checkpoint {self.path}: {exc}; the run stops at the last "
+            raise CheckpointError(f"cannot write the checkpoint {path}: {exc}; the run stops at the last "
                                   f"page it could record, and once the cause is fixed `etrmflow run --resume` "
                                   f"continues from there (fetching the page after it again)") from exc
 
     def clear(self) -> None:
         self.path.unlink(missing_ok=True)
+        self.in_flight_path.unlink(missing_ok=True)

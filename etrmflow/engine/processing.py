@@ -200,12 +200,13 @@ class PageProcessor:
         if errors:
             raise SinkError("closing sinks failed: " + "; ".join(errors))
 
-    def process(self, page: Page) -> PageOutcome:
+    def process(self, page: Page, batch: str | None = None) -> PageOutcome:
+        """``batch``: the page's batch id, when not the one its content gives (see ``Committer``)."""
         began = time.perf_counter()
         verdicts = self.validate(page.records)
         holding_secrets = self._holding_secrets(page, verdicts)  # last: it masks every message
         self._lap("validate", began)
-        batch = BatchInfo(run_id=self.run_id, batch_id=batch_id(self.plan, self.vars, page),
+        batch = BatchInfo(run_id=self.run_id, batch_id=batch or batch_id(self.plan, self.vars, page),
                           page_sha256=page.sha256, pipeline=self.plan.name)
         records = page.records
         invalid = [row for row, found in enumerate(verdicts) if found]  # a few, usually

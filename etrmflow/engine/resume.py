@@ -66,12 +66,16 @@ class Committer:
         self.sink_events = sink_events(processor)
         self._warned_no_body = False
         self.repeats = RepeatGuard(processor.plan.stream.paginator, checkpoint.resumed)
+        self.interrupted = checkpoint.in_flight()
+        """The page the resumed run was writing when it stopped, and the batch id its rows carry."""
 
     def commit(self, page: Page) -> PageOutcome:
         self.repeats.check(page)  # before anything of the page is kept or written
         fetched = events.page_fetched(page, self._keep_body(page))
+        batch = self._batch_of(page)
+        self.checkpoint.note_in_flight(run_id=self.run_id, partition=page.partition, page=page.index, batch_id=batch)
         try:
-            outcome = self.processor.process(page)
+            outcome = self.processor.process(page, batch)
         except Exception:
             # What the vendor sent, and what was quarantined, even if a later stage failed.
             try:
@@ -81,7 +85,6 @@ class Committer:
                           self.processor.plan.name, page.index, audit_error)
             raise
         # Evidence before the checkpoint: a crash in between repeats the page, never loses its entries.
-        batch = batch_id(self.processor.plan, self.processor.vars, page)
         fields = {sink.describe(): sink.audit_fields(batch) for sink in self.processor.sinks}
         self._audit([fetched, *events.page_processed(
             batch, outcome, self.processor.dead_letter.describe(), self.sink_events, fields)])
@@ -89,6 +92,14 @@ class Committer:
                              offset=page.offset + len(page.records), window=page.window,
                              window_label=page.partition or None, recent_pages=self.repeats.recent())
         return outcome
+
+    def _batch_of(self, page: Page) -> str:
+        """The page's batch id; the page a resumed run was writing keeps the id it had then, so
+        its rows replace those of the interrupted attempt whatever the vendor sends now."""
+        if self.interrupted is not None and self.interrupted[:2] == (page.partition, page.index):
+            batch, self.interrupted = self.interrupted[2], None
+            return batch
+        return batch_id(self.processor.plan, self.processor.vars, page)
 
     def _stored_letters(self, page: Page) -> list[events.Event]:
         stored = self.processor.quarantined
