@@ -60,3 +60,24 @@ def make_folder(folder: Path) -> None:
         current = current.parent
     folder.mkdir(parents=True, exist_ok=True)
     fsync_directories(new.parent for new in missing)
+
+
+def replace_file(path: Path, text: str) -> None:
+    """Put ``text`` at ``path`` atomically and durably: written to a temporary file beside it and
+    synced, renamed over ``path``, the folder synced. A reader, or a power cut, finds the old
+    file or the new one, never a cut one. OSError as raised; the temporary file is removed."""
+    temporary = path.with_name(path.name + ".tmp")
+    try:
+        make_folder(path.parent)
+        with temporary.open("w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())  # a power cut after the rename must not leave an empty file
+        os.replace(temporary, path)
+        fsync_directory(path.parent)
+    except OSError:
+        try:
+            temporary.unlink(missing_ok=True)
+        except OSError:
+            pass  # a folder in the way stays; the caller reports the first failure
+        raise

@@ -11,6 +11,7 @@ A chain alone cannot tell that the newest entries were removed from the end: an 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -160,7 +161,31 @@ def parse(data: bytes) -> tuple[list[Row], list[Problem]]:
                                     message="not an audit entry (not JSON, or envelope keys missing)"))
         else:
             rows.append(Row(line=number, entry=entry))
+            if (repeated := _repeated_key(raw, entry)) is not None:
+                problems.append(Problem(line=number, seq=rows[-1].seq, kind="edited", message=(
+                    f"the line names {repeated} more than once, so what it says depends on the reader: it "
+                    f"was changed after it was written")))
     return rows, problems
+
+
+def _repeated_key(raw: bytes, entry: dict[str, Any]) -> str | None:
+    """A key an object of the line gives twice (None if none). The hash covers the parsed entry,
+    where the last value wins; other readers keep the first, so such a line reads two ways.
+    Cheap for a line as written (the writer's own bytes come back); parsed again only otherwise."""
+    if orjson.dumps(entry) == raw:
+        return None
+    repeated: list[str] = []
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        names = [name for name, _ in items]
+        repeated.extend(name for index, name in enumerate(names) if name in names[:index])
+        return dict(items)
+
+    try:
+        json.loads(raw, object_pairs_hook=pairs)
+    except (ValueError, RecursionError):  # orjson read it; Python's reader only judges repeats
+        return None
+    return repeated[0] if repeated else None
 
 
 def _entry(raw: bytes) -> dict[str, Any] | None:

@@ -60,6 +60,11 @@ loads a quarantined record appends a resolution line naming the letter's dedupe 
 the letter counts as resolved from that line on.
 """
 
+PIPELINE = "pipeline"
+"""The pipeline that wrote a line (letter or resolution) to a file given by ``path``, which
+pipelines may share: each reads, dedupes and replays only its own lines, and lines without it
+(in a pipeline's own default file, or written before it was recorded) as everyone's."""
+
 
 @dataclass(frozen=True, slots=True)
 class Entry:
@@ -73,6 +78,10 @@ class Entry:
     @property
     def resolves(self) -> bool:
         return RESOLVES in self.data
+
+    def of(self, pipeline: str | None) -> bool:
+        """Whether the line belongs to ``pipeline`` (None: to any)."""
+        return pipeline is None or self.data.get(PIPELINE, pipeline) == pipeline
 
 
 def _entry_key(data: dict[str, Any]) -> bytes:
@@ -130,14 +139,17 @@ def ends_with_newline(path: Path) -> bool:
         return handle.read(1) == b"\n"
 
 
-def read_keys(path: Path) -> tuple[set[bytes], bool]:
-    """The dedupe keys of the open letters in ``path``, and whether it ends with a newline.
+def read_keys(path: Path, pipeline: str | None = None) -> tuple[set[bytes], bool]:
+    """The dedupe keys of the open letters of ``pipeline`` in ``path``, and whether it ends with
+    a newline.
 
     A resolved letter's key is left out: the same record quarantined again for the same reasons
     after a replay loaded it is a new event, stored as a new open letter.
     """
     keys: set[bytes] = set()
     for entry in read_entries(path):
+        if not entry.of(pipeline):
+            continue
         if entry.resolves:
             keys.discard(entry.key)
         else:
@@ -152,6 +164,13 @@ def jsonl_path(options: Mapping[str, Any], context: SinkContext) -> Path:
 
 def _default_path(pipeline: str) -> str:
     return f"target/dead_letter/{pipeline}.jsonl"
+
+
+def pipeline_tag(options: Mapping[str, Any], context: SinkContext) -> dict[str, str]:
+    """``{"pipeline": name}`` for the lines of a file other pipelines may share too; nothing for
+    the pipeline's own default file."""
+    shared = jsonl_path(options, context) != resolve_path(context, _default_path(context.pipeline))
+    return {PIPELINE: context.pipeline} if shared else {}
 
 
 class JsonlDeadLetterSink(DeadLetterSink):
@@ -192,6 +211,7 @@ class JsonlDeadLetterSink(DeadLetterSink):
         super().__init__(options)
         self._handle: IO[bytes] | None = None
         self._keys: set[bytes] = set()
+        self._tag: dict[str, str] = {}
         self._needs_newline = False
 
     def open(self, context: SinkContext) -> None:
@@ -199,7 +219,8 @@ class JsonlDeadLetterSink(DeadLetterSink):
         self.path = jsonl_path(self.options, context)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._keys, complete = read_keys(self.path)
+            self._keys, complete = read_keys(self.path, context.pipeline)
+            self._tag = pipeline_tag(self.options, context)
             self._needs_newline = not complete  # never glue a new letter to a cut line
             # Unbuffered: a failed append is cut off again, and no buffer may write it later.
             self._handle = self.path.open("ab", buffering=0)
@@ -215,7 +236,8 @@ class JsonlDeadLetterSink(DeadLetterSink):
             key = _letter_key(letter)
             if key not in self._keys and key not in keys:
                 keys.add(key)
-                lines.append(jsontext.dumps(letter.as_dict(), default=_to_json, option=_JSON_OPTIONS))
+                data = {**letter.as_dict(), **self._tag}
+                lines.append(jsontext.dumps(data, default=_to_json, option=_JSON_OPTIONS))
         if lines:
             prefix = b"\n" if self._needs_newline else b""
             self._append(prefix + b"".join(lines))

@@ -139,8 +139,12 @@ def show_command(state: State, log_path: Path, run_id: str | None, output: str) 
 
 def _line(entry: dict[str, object]) -> str:
     envelope = ("seq", "ts", "run_id", "pipeline", "event", "prev", "hash")
+    from etrmflow.dlq.listing import printable
+
     details = " ".join(f"{k}={v}" for k, v in entry.items() if k not in envelope)
-    return f"{entry['seq']:>6} {entry['ts']} {entry['run_id']} {entry['pipeline']} {entry['event']} {details}"
+    # A logged URL or error holds what a vendor sent: printed, never obeyed by the terminal.
+    return printable(f"{entry['seq']:>6} {entry['ts']} {entry['run_id']} {entry['pipeline']} {entry['event']} "
+                     f"{details}")
 
 
 @audit.command(name="body")

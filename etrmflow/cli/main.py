@@ -10,10 +10,8 @@ Exit codes:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import os
 import sys
 import traceback
 import uuid
@@ -24,7 +22,7 @@ import click
 
 from etrmflow import __version__
 from etrmflow.config.yamlfile import parse_vars_text
-from etrmflow.durable import fsync_directory, make_folder
+from etrmflow.durable import replace_file
 from etrmflow.errors import (
     ConfigError,
     EtrmflowError,
@@ -148,18 +146,9 @@ def _crash(state: State) -> int:
 def write_json(path: Path, data: Any) -> None:
     """Write an artifact atomically, with any secret masked. A full disk or a path in the way
     is a StorageError (exit 1) that names the file, never a crash; the old file stays as it was."""
-    temporary = path.with_suffix(path.suffix + ".tmp")
     try:
-        make_folder(path.parent)
-        with temporary.open("w", encoding="utf-8") as handle:
-            handle.write(redact(json.dumps(data, indent=2, default=str)) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())  # a power cut after the rename must not leave an empty file
-        os.replace(temporary, path)
-        fsync_directory(path.parent)
+        replace_file(path, redact(json.dumps(data, indent=2, default=str)) + "\n")
     except OSError as exc:
-        with contextlib.suppress(OSError):  # a cut temporary file helps nobody (a folder there stays)
-            temporary.unlink(missing_ok=True)
         raise StorageError(f"cannot write {path}: " + write_failure(
             exc, "run the command again (`etrmflow run --resume` continues the pipelines that did not "
                  "finish; their checkpoints, outputs and dead letters are as the run left them)")) from exc

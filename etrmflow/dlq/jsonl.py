@@ -17,6 +17,7 @@ from etrmflow.builtins.dead_letters import (
     append_synced,
     ends_with_newline,
     jsonl_path,
+    pipeline_tag,
     read_entries,
 )
 from etrmflow.components import SinkContext
@@ -30,11 +31,16 @@ _JSON_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_APPEND_NEWLINE
 
 
 class JsonlDeadLetterStore:
-    """The dead letters of a ``jsonl`` dead-letter file and their resolutions."""
+    """The dead letters of a ``jsonl`` dead-letter file and their resolutions: those of
+    ``pipeline`` when it is given (pipelines may share a file), and lines naming no pipeline."""
 
-    def __init__(self, path: Path, display: str) -> None:
+    def __init__(self, path: Path, display: str, pipeline: str | None = None,
+                 tag: dict[str, str] | None = None) -> None:
         self.path = path
         self.display = display
+        self.pipeline = pipeline
+        self.tag = tag or {}
+        """Added to each resolution line, as the sink adds it to each letter."""
 
     @classmethod
     def from_plan(cls, component: ComponentPlan, context: SinkContext) -> JsonlDeadLetterStore:
@@ -43,7 +49,7 @@ class JsonlDeadLetterStore:
             display = os.path.relpath(path, context.project_dir)
         except ValueError:  # another drive on Windows
             display = str(path)
-        return cls(path, display)
+        return cls(path, display, context.pipeline, pipeline_tag(component.options, context))
 
     def describe(self) -> str:
         return f"jsonl {self.display}"
@@ -52,6 +58,8 @@ class JsonlDeadLetterStore:
         letters: list[StoredLetter] = []
         open_at: dict[bytes, int] = {}
         for entry in read_entries(self.path):
+            if not entry.of(self.pipeline):  # another pipeline's letter, or its resolution
+                continue
             if entry.resolves:
                 index = open_at.pop(entry.key, None)
                 if index is None:
@@ -69,7 +77,7 @@ class JsonlDeadLetterStore:
         for resolution in resolutions:
             if resolution.dedupe_key in still_open:
                 still_open.discard(resolution.dedupe_key)
-                lines.append(orjson.dumps(resolution.as_dict(), option=_JSON_OPTIONS))
+                lines.append(orjson.dumps(resolution.as_dict() | self.tag, option=_JSON_OPTIONS))
         if lines:
             self._append(b"".join(lines))
         return len(lines)

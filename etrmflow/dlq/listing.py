@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -11,6 +12,20 @@ from etrmflow.jsontext import escape_lone_surrogates
 STATUSES = ("open", "resolved", "all")
 MESSAGE_WIDTH = 70
 """Characters of the first violation a table row shows; ``--format json`` has it whole."""
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+"""C0 and C1 controls, DEL, line separators and bidirectional controls: a vendor's value holding
+them would move the cursor, clear the screen, retitle the window or reorder what is shown."""
+
+
+def printable(text: str) -> str:
+    """``text`` safe to print to a terminal: each control character (and lone surrogate) written
+    as its escape (``\\x1b``, ``\\u202e``). For tables and summaries; JSON output escapes itself."""
+    return _CONTROL.sub(_escape, escape_lone_surrogates(text))
+
+
+def _escape(found: re.Match[str]) -> str:
+    code = ord(found.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
 def select(letters: Sequence[StoredLetter], status: str) -> list[StoredLetter]:
@@ -56,9 +71,9 @@ def row(letter: StoredLetter, primary_key: Sequence[str]) -> dict[str, Any]:
 
 
 def _cell(value: Any) -> str:
-    # A key with a lone surrogate (quarantined for it) is shown as its escape: a terminal
-    # cannot print the code point itself.
-    return "-" if value is None else escape_lone_surrogates(str(value))
+    # A key with a lone surrogate (quarantined for it) or a control character is shown as its
+    # escape: a terminal cannot print the one and must not obey the other.
+    return "-" if value is None else printable(str(value))
 
 
 def _shorten(text: str, width: int) -> str:
@@ -70,7 +85,7 @@ def table(rows: Sequence[Mapping[str, Any]]) -> str:
     header = ("HASH", "KEY", "VERSION", "FIRST VIOLATION", "QUARANTINED AT", "STATUS")
     cells = [header] + [(
         r["short_hash"], ", ".join(_cell(v) for v in r["key"].values()) or "-", r["contract_version"],
-        _shorten(violation_text(r["first_violation"]), MESSAGE_WIDTH) if r["first_violation"] else "-",
+        _shorten(printable(violation_text(r["first_violation"])), MESSAGE_WIDTH) if r["first_violation"] else "-",
         r["quarantined_at"], r["status"]) for r in rows]
     widths = [max(len(line[i]) for line in cells) for i in range(len(header) - 1)]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths)) + "  " + line[-1]

@@ -14,6 +14,7 @@ A replay (not a dry run) appends to the project's audit log, in the same chain a
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 from collections.abc import Iterable, Sequence
@@ -26,9 +27,16 @@ from etrmflow.clock import utc_timestamp
 from etrmflow.components import BatchInfo, DeadLetterSink, Sink, Violation
 from etrmflow.dlq.listing import key_values
 from etrmflow.dlq.model import DeadLetterStore, LetterStatus, Resolution, StoredLetter
+from etrmflow.dlq.pending import (
+    Pending,
+    PendingBatch,
+    pending_path,
+    read_pending,
+    write_pending,
+)
 from etrmflow.dlq.results import RecordOutcome, ReplayResult
 from etrmflow.dlq.stores import open_store
-from etrmflow.engine.processing import SECRET_VIOLATION, PageProcessor
+from etrmflow.engine.processing import SECRET_VIOLATION, PageProcessor, record_sha256
 from etrmflow.engine.runner import build_processor
 from etrmflow.errors import EtrmflowError, RunFailed, SinkError
 from etrmflow.plan import PipelinePlan, Plan
@@ -48,6 +56,12 @@ PARTITION_NOTE = ("each run replaces the partitions it loads; written on their o
                   "sends them")
 """Why a replay leaves a ``replace_partition`` sink alone: the replay is a run of its own, so the
 sink would delete the rows other runs loaded in the partitions the replayed records fall in."""
+ALTERED_VIOLATION = Violation(
+    pointer="", keyword="x-etrmflow-record-sha256", validator="etrmflow",
+    message="the record in this dead letter does not hash to its record_sha256: it was changed after it was "
+            "quarantined, so it is not what the vendor sent and is not replayed; the letter stays open (put "
+            "the record back as quarantined, or let the next run load the record the vendor sends)")
+"""Why a replay refuses a letter edited by hand: it would load data no vendor sent, as if one had."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -76,14 +90,21 @@ def replay_batch_id(record_hashes: Iterable[str]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
-def plan_batches(valid: Sequence[Candidate], *, run_id: str, pipeline: str,
-                 size: int = BATCH_SIZE) -> list[tuple[BatchInfo, list[Candidate]]]:
+def plan_batches(valid: Sequence[Candidate], *, run_id: str, pipeline: str, size: int = BATCH_SIZE,
+                 pending: Pending | None = None) -> list[tuple[BatchInfo, list[Candidate]]]:
     """Batches of at most ``size`` records from one vendor page each, so that the rows' lineage
-    (``_etrmflow_page_sha256``) names the page the record really came from."""
+    (``_etrmflow_page_sha256``) names the page the record really came from. A record of a batch
+    that ``pending`` (an unfinished replay) wrote goes into that batch again, under its id."""
+    recorded = pending.batch_of() if pending else {}
+    again: dict[str, list[Candidate]] = {}
     by_page: dict[str, list[Candidate]] = {}
     for candidate in valid:
-        by_page.setdefault(candidate.page_sha256, []).append(candidate)
-    batches = []
+        if candidate.record_sha256 in recorded:
+            again.setdefault(recorded[candidate.record_sha256].batch_id, []).append(candidate)
+        else:
+            by_page.setdefault(candidate.page_sha256, []).append(candidate)
+    batches = [(BatchInfo(run_id=run_id, batch_id=batch_id, page_sha256=group[0].page_sha256, pipeline=pipeline),
+                group) for batch_id, group in again.items()]
     for page, group in by_page.items():
         for start in range(0, len(group), size):
             chunk = group[start:start + size]
@@ -154,13 +175,23 @@ def replay(plan: Plan, pipeline: PipelinePlan, registry: Registry, *, run_id: st
 
     ``secrets`` is the run's secret store: sinks that connect somewhere (a database password) need it."""
     store = open_store(plan, pipeline, run_id)
+    journal = pending_path(plan.target_dir, pipeline.name)
+    try:
+        pending = None if dry_run else read_pending(journal)
+    except EtrmflowError as exc:
+        pending, unreadable = None, exc
+    else:
+        unreadable = None
+    run_id = pending.run_id if pending else run_id  # continue the replay that did not resolve its letters
     contract = pipeline.contract
     result = ReplayResult(pipeline=pipeline.name, run_id=run_id, dry_run=dry_run, contract=contract.name,
                           contract_version=contract.version, dead_letter=store.describe(),
-                          started_at=utc_timestamp())
+                          started_at=utc_timestamp(), continues_replay=pending is not None)
     audit = _Audit(plan, pipeline, result)
     try:
-        _replay(plan, pipeline, registry, store, result, audit, secrets)
+        if unreadable is not None:
+            raise unreadable
+        _replay(plan, pipeline, registry, store, result, audit, secrets, (journal, pending))
     except EtrmflowError as exc:
         result.fail(exc, int(exc.exit_code))
     try:
@@ -172,7 +203,8 @@ def replay(plan: Plan, pipeline: PipelinePlan, registry: Registry, *, run_id: st
 
 
 def _replay(plan: Plan, pipeline: PipelinePlan, registry: Registry, store: DeadLetterStore,
-            result: ReplayResult, audit: _Audit, secrets: SecretStore | None) -> None:
+            result: ReplayResult, audit: _Audit, secrets: SecretStore | None,
+            journal: tuple[Path, Pending | None]) -> None:
     todo = candidates(store.letters())
     result.letters = sum(len(c.letters) for c in todo)
     audit.begin(result, len(todo))
@@ -181,17 +213,25 @@ def _replay(plan: Plan, pipeline: PipelinePlan, registry: Registry, store: DeadL
     for candidate, found in zip(todo, verdicts):
         if _masked(candidate):  # *** is not what the vendor sent: the letter stays open
             found.append(SECRET_VIOLATION)
+        if _altered(candidate):
+            found[:] = [ALTERED_VIOLATION]  # whatever the edited record passes or fails
     key = pipeline.contract.primary_key
     result.invalid = [_outcome(c, key, found) for c, found in zip(todo, verdicts) if found]
     valid = [c for c, found in zip(todo, verdicts) if not found]
-    batches = plan_batches(valid, run_id=result.run_id, pipeline=pipeline.name)
+    path, pending = journal
+    batches = plan_batches(valid, run_id=result.run_id, pipeline=pipeline.name, pending=pending)
     result.valid = [_outcome(c, key, (), batch.batch_id) for batch, group in batches for c in group]
     result.batches = [{"batch_id": b.batch_id, "page_sha256": b.page_sha256, "records": len(g)}
                       for b, g in batches]
     if result.dry_run or not batches:
         return
-    _load(built, batches, result, audit)
+    recorded = (pending or Pending(run_id=result.run_id, batches=())).merged(
+        [PendingBatch(batch_id=b.batch_id, page_sha256=b.page_sha256, records=tuple(c.record_sha256 for c in g))
+         for b, g in batches])
+    write_pending(path, recorded)  # before any row is written: a replay that stops is continued
+    _load(built, batches, result, audit, resume=pending is not None)
     result.resolved = store.resolve(_resolutions(batches, result))
+    write_pending(path, recorded.without({c.record_sha256 for _, group in batches for c in group}))
     audit.add(events.letters_resolved(dead_letter=result.dead_letter, resolved=result.resolved,
                                       batch_ids=[batch.batch_id for batch, _ in batches]))
 
@@ -209,6 +249,11 @@ def _masked(candidate: Candidate) -> bool:
                for letter in candidate.letters for v in letter.data.get("violations") or ())
 
 
+def _altered(candidate: Candidate) -> bool:
+    """A letter whose record no longer hashes to the ``record_sha256`` it was quarantined with."""
+    return any(record_sha256(letter.record) != candidate.record_sha256 for letter in candidate.letters)
+
+
 def _outcome(candidate: Candidate, key: Sequence[str], violations: Sequence[Violation],
              batch_id: str | None = None) -> RecordOutcome:
     return RecordOutcome(record_sha256=candidate.record_sha256, key=key_values(candidate.record, key),
@@ -217,7 +262,7 @@ def _outcome(candidate: Candidate, key: Sequence[str], violations: Sequence[Viol
 
 
 def _load(built: PageProcessor, batches: list[tuple[BatchInfo, list[Candidate]]], result: ReplayResult,
-          audit: _Audit) -> None:
+          audit: _Audit, *, resume: bool) -> None:
     reasons = [(sink, skip_reason(sink)) for sink in built.sinks]
     kept = [sink for sink, why in reasons if why is None]
     result.skipped_sinks = {sink.describe(): why for sink, why in reasons if why is not None}
@@ -227,7 +272,9 @@ def _load(built: PageProcessor, batches: list[tuple[BatchInfo, list[Candidate]]]
                         "with the fixed contract loads the records the vendor still sends)")
     loader = PageProcessor(plan=built.plan, run_id=built.run_id, vars=built.vars, validators=built.validators,
                            transforms=built.transforms, sinks=kept, dead_letter=_NoDeadLetters({}),
-                           context=built.context)
+                           # Continuing a replay, as `run --resume`: a keyless sink replaces a batch
+                           # that run wrote (same run and batch id) instead of adding its rows again.
+                           context=dataclasses.replace(built.context, resume=resume))
     ok = False
     try:
         loader.open()

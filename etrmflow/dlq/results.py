@@ -6,9 +6,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from etrmflow.components import Violation
-from etrmflow.dlq.listing import violation_text
+from etrmflow.dlq.listing import printable, violation_text
 from etrmflow.dlq.model import SHORT_HASH
-from etrmflow.jsontext import escape_lone_surrogates
 from etrmflow.secrets import redact
 
 REPLAY_RESULTS_VERSION = 1
@@ -44,6 +43,8 @@ class ReplayResult:
     contract_version: str
     dead_letter: str
     started_at: str
+    continues_replay: bool = False
+    """True when this replay continues one that wrote rows but did not resolve their letters."""
     finished_at: str = ""
     letters: int = 0
     """Open letters replayed."""
@@ -70,7 +71,8 @@ class ReplayResult:
             "$schema": REPLAY_RESULTS_SCHEMA, "results_version": REPLAY_RESULTS_VERSION,
             "run_id": self.run_id, "pipeline": self.pipeline, "dry_run": self.dry_run,
             "contract": {"name": self.contract, "version": self.contract_version},
-            "dead_letter": self.dead_letter, "started_at": self.started_at, "finished_at": self.finished_at,
+            "dead_letter": self.dead_letter, "continues_replay": self.continues_replay,
+            "started_at": self.started_at, "finished_at": self.finished_at,
             "exit_code": self.exit_code, "error": self.error, "error_type": self.error_type,
             "counts": {"letters": self.letters, "replayed": self.replayed, "valid": len(self.valid),
                        "still_invalid": len(self.invalid), "resolved": self.resolved},
@@ -80,8 +82,8 @@ class ReplayResult:
 
 
 def _key_text(outcome: RecordOutcome) -> str:
-    # printable: a key with a lone surrogate (a record still quarantined for it) as its escape
-    return ", ".join("-" if v is None else escape_lone_surrogates(str(v)) for v in outcome.key.values()) or "-"
+    # printable: a key with a lone surrogate or a control character as its escape
+    return ", ".join("-" if v is None else printable(str(v)) for v in outcome.key.values()) or "-"
 
 
 def summary(result: ReplayResult) -> str:
@@ -91,6 +93,8 @@ def summary(result: ReplayResult) -> str:
     head = (f"{mark} {result.pipeline}: replayed {result.replayed}, now valid {len(result.valid)} ({written}), "
             f"still invalid {len(result.invalid)} against contract {result.contract} v{result.contract_version}")
     lines = [head]
+    if result.continues_replay:
+        lines.append(f"       continues replay {result.run_id}, which wrote rows but did not resolve their letters")
     lines += [f"       {sink}: {rows} rows" for sink, rows in result.sinks.items()]
     lines += [f"       {sink}: skipped ({why})" for sink, why in result.skipped_sinks.items()]
     if result.error:
@@ -101,7 +105,7 @@ def summary(result: ReplayResult) -> str:
         first = outcome.violations[0].as_dict() if outcome.violations else {}
         more = f" (+{len(outcome.violations) - 1} more)" if len(outcome.violations) > 1 else ""
         lines.append(f"       still invalid {outcome.record_sha256[:SHORT_HASH]}  {_key_text(outcome)}: "
-                     f"{violation_text(first)}{more}")
+                     f"{printable(violation_text(first))}{more}")
     if result.dry_run:
         lines.append("Dry run: nothing was written.")
     return "\n".join(lines)

@@ -16,7 +16,6 @@ import contextlib
 import functools
 import hashlib
 import json
-import os
 import sqlite3
 from dataclasses import asdict
 from pathlib import Path
@@ -24,7 +23,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from etrmflow.components import Request
-from etrmflow.durable import fsync_directory, make_folder
+from etrmflow.durable import replace_file
 from etrmflow.errors import EtrmflowError
 from etrmflow.plan import PipelinePlan
 from etrmflow.secrets import SENSITIVE_PARAMS, redact
@@ -186,15 +185,8 @@ class Checkpoint:
         return self.path.with_name(f"{self.path.stem}.in_flight.json")
 
     def _write(self, path: Path, state: dict[str, Any]) -> None:
-        temporary = path.with_suffix(".json.tmp")
         try:
-            make_folder(path.parent)
-            with temporary.open("w", encoding="utf-8") as handle:
-                json.dump(state, handle, sort_keys=True, default=str)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temporary, path)
-            fsync_directory(path.parent)  # the rename too: a power cut must not bring back the older page
+            replace_file(path, json.dumps(state, sort_keys=True, default=str))
         except OSError as exc:  # a full disk: a failed run to resume, not a crash that takes the others
             raise CheckpointError(f"cannot write the checkpoint {path}: {exc}; the run stops at the last "
                                   f"page it could record, and once the cause is fixed `etrmflow run --resume` "

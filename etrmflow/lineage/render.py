@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from etrmflow.dlq.listing import printable
 from etrmflow.lineage.model import Fetch, Lineage, Quarantined, Written
 
 _SHORT = 16
@@ -20,7 +21,8 @@ def table(found: Lineage) -> str:
     for letter in found.quarantined:
         lines.extend(_quarantined(letter))
     lines.extend(f"note: {note}" for note in found.notes)
-    return "\n".join(lines)
+    # Values come from vendors: a control character in one must not drive the terminal.
+    return "\n".join(printable(line) for line in lines)
 
 
 def _written(written: Written) -> Iterator[str]:
