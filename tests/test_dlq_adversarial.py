@@ -11,16 +11,17 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from test_dlq import (  # the same project and helpers
+    BAD_LEI,
+    LETTERS,
+    PIPELINE_FILE,
+    first_run,
+    set_contract,
+)
+
 from etrmflow.sandbox import ThreadedSandbox
-from etrmflow.testing import EtrmflowProject, sandbox_connector
+from etrmflow.testing import EtrmflowProject
 
-REPO = Path(__file__).resolve().parents[1]
-PIPELINE_FILE = "pipelines/trades.yml"
-LETTERS = "target/dead_letter/trades.jsonl"
-BAD_LEI = {"ACME-T-0000013", "ACME-T-0000153"}
-"""The sandbox's default trades (seed 7) whose only defect is the LEI check digits."""
-
-CONNECTOR = sandbox_connector(page_size=100, auth="{type: api_key, in: header, name: X-API-Key, value: sandbox-key}")
 HEAD = """\
 name: trades
 source: {connector: vendor, stream: trades}
@@ -28,29 +29,6 @@ contract: trade
 """
 UPSERT = "sinks:\n  - {type: sqlite, path: target/etrmflow.db, table: trades, mode: upsert}\n"
 APPEND = "sinks:\n  - {type: sqlite, path: target/etrmflow.db, table: trades, mode: append}\n"
-
-
-def set_contract(project: EtrmflowProject, *, version: str, lei_format: bool = True) -> None:
-    """The example trade contract, at ``version``, with or without the LEI check."""
-    text = (REPO / "contracts/trade.yml").read_text(encoding="utf-8")
-    edits = [('version: "1.0.0"', f'version: "{version}"')]
-    if not lei_format:
-        edits.append(("counterparty_lei: {type: string, format: lei}", "counterparty_lei: {type: string}"))
-    for old, new in edits:
-        assert text.count(old) == 1, old
-        text = text.replace(old, new)
-    project.write({"contracts/trade.yml": text})
-
-
-def first_run(project: EtrmflowProject, vendor: ThreadedSandbox, pipeline: str) -> EtrmflowProject:
-    """Load the sandbox's 238 valid trades and quarantine its 12 broken ones."""
-    project.write({"connectors/vendor.yml": CONNECTOR, PIPELINE_FILE: pipeline})
-    set_contract(project, version="1.0.0")
-    project.env["SANDBOX_URL"] = vendor.base_url
-    result = project.run("run", PIPELINE_FILE)
-    assert result.exit_code == 0, result.output
-    assert (project.count("trades"), project.pipeline_result()["counts"]["dead_letters_new"]) == (238, 12)
-    return project
 
 
 def lines(project: EtrmflowProject, path: str = LETTERS) -> list[dict[str, Any]]:

@@ -16,23 +16,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from test_steps_adversarial import rows, step  # steps built as a pipeline builds them
 
-from etrmflow.components import Kind
 from etrmflow.engine.stages import apply_steps
-from etrmflow.plugins import Registry
-from etrmflow.steps.values import is_missing
 
 D = decimal.Decimal
-
-
-def step(type_name: str, project: Path | None = None, **options: Any) -> Any:
-    cls = Registry.default(load_entry_points=False).get(Kind.TRANSFORM, type_name)
-    assert cls is not None
-    return cls(options, project_dir=str(project or "."))
-
-
-def rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    return [{k: (None if is_missing(v) else v) for k, v in row.items()} for row in frame.to_dict("records")]
 
 
 # --- normalise_currency ----------------------------------------------------------------------
